@@ -1,0 +1,35 @@
+"""SWIM cluster membership, failure detection and small broadcasts for trio."""
+
+from .config import Config as Config
+from .config import ConfigError as ConfigError
+from .events import BroadcastReceived as BroadcastReceived
+from .events import Event as Event
+from .events import EventsMissed as EventsMissed
+from .events import EventStream as EventStream
+from .events import MemberRemoved as MemberRemoved
+from .events import StatusChanged as StatusChanged
+from .member import BroadcastTooLarge as BroadcastTooLarge
+from .member import Member as Member
+from .member import MemberStatistics as MemberStatistics
+from .member import open_member as open_member
+from .membership import Node as Node
+from .membership import Status as Status
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BroadcastReceived",
+    "BroadcastTooLarge",
+    "Config",
+    "ConfigError",
+    "Event",
+    "EventStream",
+    "EventsMissed",
+    "Member",
+    "MemberRemoved",
+    "MemberStatistics",
+    "Node",
+    "StatusChanged",
+    "Status",
+    "open_member",
+]

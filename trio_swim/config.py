@@ -1,0 +1,260 @@
+"""Member configuration: one frozen struct, validated on construction."""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import os
+from collections.abc import Mapping
+from typing import Any
+
+import msgspec
+
+from .addresses import AddressError, split_address
+
+ENV_PREFIX = "SWIM_"
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the setting and value."""
+
+
+class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """Everything a member needs to know; ``Config()`` is a valid single-host setup.
+
+    Times are in the unit their name says. Each field can also be set through
+    the environment as ``SWIM_<FIELD NAME IN CAPITALS>`` (see :meth:`from_env`).
+    """
+
+    cluster_name: str = "trio-swim"
+    """Members only talk to members of the same cluster name."""
+    listen_ip: str = "127.0.0.1"
+    """IP address to bind; also the address other members use (it must be concrete)."""
+    listen_port: int = 9999
+    """UDP port to bind; 0 picks a free port (see ``Member.address``)."""
+    heartbeat_millis: int = 250
+    """The protocol period: one probe of one member per period."""
+    initial_hosts: list[str] = []
+    """Members to join on start, as ``host``, ``host:port`` or ``[v6]:port``."""
+    max_broadcast_bytes: int = 256
+    """Largest payload accepted by ``Member.broadcast``."""
+    multicast_enabled: bool = False
+    """Announce on start and find members of the same cluster by IP multicast."""
+    multicast_announce_interval: float = 10.0
+    """Seconds between announcements; 0 announces only at start."""
+    multicast_address: str = ""
+    """Multicast group; empty picks 239.255.90.90 (IPv4) or ff02::5357 (IPv6)."""
+    multicast_port: int = 9998
+    """UDP port of the multicast group."""
+    indirect_checks: int = 3
+    """How many members are asked to probe a target that missed its direct ping."""
+    retransmit_mult: int = 4
+    """Each update is sent retransmit_mult x ceil(log10(n+1)) times."""
+    suspicion_mult: int = 4
+    """Minimum suspicion timeout is suspicion_mult x max(1, log10 n) periods."""
+    suspicion_max_timeout_mult: int = 6
+    """With lifeguard, a suspicion starts at this multiple of the minimum timeout."""
+    max_packet_bytes: int = 1400
+    """Largest datagram sent or accepted."""
+    probe_timeout_millis: int = 100
+    """Time to wait for a direct ack (the ceiling when the timeout is adaptive)."""
+    min_probe_timeout_millis: int = 10
+    """Floor of the adaptive probe timeout."""
+    adaptive_probe_timeout: bool = True
+    """Derive the ack timeout from measured round-trip times (mean + 3 sigma)."""
+    gossip_interval_millis: int = 200
+    """Period of the extra gossip sends; 0 turns gossip fan-out off."""
+    gossip_fanout: int = 3
+    """Members each gossip round sends pending updates to."""
+    leave_timeout_millis: int = 500
+    """How long leaving waits for the LEFT announcement to go out."""
+    lifeguard: bool = True
+    """Local health awareness, nacks, dynamic suspicion and the buddy system."""
+    awareness_max_multiplier: int = 8
+    """Local health scales period and timeouts by at most this factor."""
+    sync_interval_seconds: float = 30.0
+    """Full-state exchange with one random member this often; 0 turns it off."""
+    dead_retry_limit: int = 10
+    """Probes of a DEAD member (1, 2, 4 ... periods apart) before it is removed."""
+    dead_retry_max_periods: int = 64
+    """Cap, in periods, on the gap between two retries of a DEAD member."""
+    left_removal_seconds: float = 30.0
+    """A LEFT member is removed this long after it left."""
+    tombstone_seconds: float = 300.0
+    """A removed member's last incarnation is remembered this long."""
+    max_members: int = 10_000
+    """Members beyond this number are not added (and counted as refused)."""
+    event_buffer: int = 1024
+    """Events buffered per subscriber before it is told it lagged."""
+
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, **overrides: Any
+    ) -> Config:
+        """Build a Config from ``SWIM_*`` variables; keyword arguments win.
+
+        ``SWIM_INITIAL_HOSTS`` is comma separated; booleans accept
+        true/false/1/0/yes/no/on/off. A bad value raises :class:`ConfigError`
+        naming the variable, e.g. ``SWIM_LISTEN_PORT='70000': must be 0..65535``.
+        """
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for name, field_type in _FIELD_TYPES.items():
+            var = ENV_PREFIX + name.upper()
+            if name in overrides or var not in env:
+                continue
+            raw = env[var]
+            try:
+                values[name] = _parse_env_value(field_type, raw)
+                cls(**{name: values[name]})
+            except ConfigError as exc:
+                if str(exc).startswith(f"{name}=") or str(exc).startswith("x:"):
+                    raise ConfigError(f"{var}={raw!r}: {_reason(exc)}") from None
+        unknown = sorted(set(overrides) - set(_FIELD_TYPES))
+        if unknown:
+            raise ConfigError(f"{unknown[0]}: no such setting")
+        values.update(overrides)
+        return cls(**values)
+
+    @property
+    def period(self) -> float:
+        """The protocol period in seconds."""
+        return self.heartbeat_millis / 1000
+
+
+def _reason(exc: ConfigError) -> str:
+    text = str(exc)
+    return text.split(": ", 1)[1] if ": " in text else text
+
+
+_FIELD_TYPES: dict[str, type] = {
+    f.name: f.type if isinstance(f.type, type) else list for f in msgspec.structs.fields(Config)
+}
+
+
+def _parse_env_value(field_type: type, raw: str) -> Any:
+    text = raw.strip()
+    if field_type is bool:
+        lowered = text.lower()
+        if lowered in ("1", "true", "yes", "on"):
+            return True
+        if lowered in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError("x: must be true or false")
+    if field_type is int:
+        try:
+            return int(text)
+        except ValueError:
+            raise ConfigError("x: must be a whole number") from None
+    if field_type is float:
+        try:
+            return float(text)
+        except ValueError:
+            raise ConfigError("x: must be a number") from None
+    if field_type is list:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return raw
+
+
+def _fail(name: str, value: object, why: str) -> ConfigError:
+    return ConfigError(f"{name}={value!r}: {why}")
+
+
+def _check_type(cfg: Config, name: str, kind: type) -> Any:
+    value = getattr(cfg, name)
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+        raise _fail(name, value, f"must be {kind.__name__}")
+    return value
+
+
+def _check_range(cfg: Config, name: str, low: float, high: float) -> None:
+    value = getattr(cfg, name)
+    if isinstance(value, float) and not math.isfinite(value):
+        raise _fail(name, value, "must be finite")
+    if not low <= value <= high:
+        high_text = "" if high == math.inf else f"{high:g}"
+        raise _fail(name, value, f"must be {low:g}..{high_text}")
+
+
+# (low, high) for every numeric setting.
+_RANGES: dict[str, tuple[float, float]] = {
+    "listen_port": (0, 65535),
+    "heartbeat_millis": (1, 3_600_000),
+    "max_broadcast_bytes": (1, 65_000),
+    "multicast_announce_interval": (0, 86_400),
+    "multicast_port": (1, 65535),
+    "indirect_checks": (0, 64),
+    "retransmit_mult": (1, 100),
+    "suspicion_mult": (1, 100),
+    "suspicion_max_timeout_mult": (1, 100),
+    "max_packet_bytes": (512, 65_000),
+    "probe_timeout_millis": (1, 3_600_000),
+    "min_probe_timeout_millis": (1, 3_600_000),
+    "gossip_interval_millis": (0, 3_600_000),
+    "gossip_fanout": (0, 64),
+    "leave_timeout_millis": (0, 3_600_000),
+    "awareness_max_multiplier": (1, 64),
+    "sync_interval_seconds": (0, 86_400),
+    "dead_retry_limit": (0, 64),
+    "dead_retry_max_periods": (1, 1_000_000),
+    "left_removal_seconds": (0, 86_400 * 7),
+    "tombstone_seconds": (0, 86_400 * 7),
+    "max_members": (2, 1_000_000),
+    "event_buffer": (1, 1_000_000),
+}
+
+
+def _validate(cfg: Config) -> None:
+    for name, kind in _FIELD_TYPES.items():
+        if kind is list:
+            hosts = getattr(cfg, name)
+            if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+                raise _fail(name, hosts, "must be a list of 'host:port' strings")
+            for host in hosts:
+                try:
+                    split_address(host)
+                except AddressError as exc:
+                    raise _fail(name, hosts, str(exc)) from None
+            continue
+        _check_type(cfg, name, kind)
+        if name in _RANGES:
+            _check_range(cfg, name, *_RANGES[name])
+    if not cfg.cluster_name or len(cfg.cluster_name.encode()) > 64:
+        raise _fail("cluster_name", cfg.cluster_name, "must be 1..64 bytes")
+    try:
+        ip = ipaddress.ip_address(cfg.listen_ip)
+    except ValueError:
+        raise _fail("listen_ip", cfg.listen_ip, "must be an IPv4 or IPv6 address") from None
+    if ip.is_unspecified:
+        raise _fail("listen_ip", cfg.listen_ip, "must be an address other members can reach")
+    if cfg.multicast_address:
+        try:
+            group = ipaddress.ip_address(cfg.multicast_address)
+        except ValueError:
+            group = None
+        if group is None or not group.is_multicast:
+            raise _fail("multicast_address", cfg.multicast_address, "must be a multicast group")
+    if cfg.min_probe_timeout_millis > cfg.probe_timeout_millis:
+        raise _fail(
+            "min_probe_timeout_millis",
+            cfg.min_probe_timeout_millis,
+            f"must not exceed probe_timeout_millis ({cfg.probe_timeout_millis})",
+        )
+    if cfg.probe_timeout_millis >= cfg.heartbeat_millis:
+        raise _fail(
+            "probe_timeout_millis",
+            cfg.probe_timeout_millis,
+            f"must be less than heartbeat_millis ({cfg.heartbeat_millis})",
+        )
+    header_room = 200
+    if cfg.max_broadcast_bytes > cfg.max_packet_bytes - header_room:
+        raise _fail(
+            "max_broadcast_bytes",
+            cfg.max_broadcast_bytes,
+            f"must leave {header_room} bytes of max_packet_bytes ({cfg.max_packet_bytes})",
+        )

@@ -1,0 +1,120 @@
+"""How members exchange datagrams: the Transport protocol and UDP over trio.socket."""
+
+from __future__ import annotations
+
+import errno
+import socket
+from typing import Protocol
+
+import trio
+
+from .addresses import AddressError, format_address, split_address
+
+_RECEIVE_BYTES = 65_536
+# Parsed destination addresses kept; the cache is cleared when it fills.
+_ADDRESS_CACHE_LIMIT = 4096
+
+
+class Transport(Protocol):
+    """A datagram endpoint. Sends are best effort; nothing here raises on loss."""
+
+    @property
+    def local_address(self) -> str:
+        """The ``host:port`` this endpoint is bound to."""
+        ...
+
+    async def send(self, data: bytes, address: str) -> bool:
+        """Send one datagram; False if it could not be handed to the network."""
+        ...
+
+    async def receive(self) -> tuple[bytes, str]:
+        """Wait for the next datagram: (data, source address)."""
+        ...
+
+    async def resolve(self, text: str) -> str:
+        """Turn ``host[:port]`` (a name or an IP) into a canonical IP address."""
+        ...
+
+    def close(self) -> None:
+        """Release the endpoint."""
+        ...
+
+
+class UdpTransport:
+    """A bound UDP socket (IPv4 or IPv6)."""
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self._sock = sock
+        self._family = sock.family
+        host, port = sock.getsockname()[:2]
+        self._local_address = format_address(host, port)
+        self._targets: dict[str, tuple[str, int]] = {}
+        self.send_errors = 0
+
+    @property
+    def local_address(self) -> str:
+        """The ``host:port`` actually bound (so port 0 shows the chosen port)."""
+        return self._local_address
+
+    async def send(self, data: bytes, address: str) -> bool:
+        """Send one datagram; errors (unreachable, refused, bad address) are counted."""
+        target = self._targets.get(address)
+        if target is None:
+            try:
+                target = split_address(address)
+            except AddressError:
+                self.send_errors += 1
+                return False
+            if len(self._targets) >= _ADDRESS_CACHE_LIMIT:
+                self._targets.clear()
+            self._targets[address] = target
+        try:
+            await self._sock.sendto(data, target)
+        except OSError:
+            self.send_errors += 1
+            return False
+        return True
+
+    async def receive(self) -> tuple[bytes, str]:
+        """Next datagram; ICMP errors reported on the socket are skipped."""
+        while True:
+            try:
+                data, source = await self._sock.recvfrom(_RECEIVE_BYTES)
+            except OSError:
+                continue
+            return data, format_address(source[0], source[1])
+
+    async def resolve(self, text: str) -> str:
+        """Resolve a name (e.g. ``localhost:9999``) in this socket's family."""
+        host, port = split_address(text)
+        try:
+            infos = await trio.socket.getaddrinfo(host, port, self._family, socket.SOCK_DGRAM)
+        except socket.gaierror as exc:
+            raise AddressError(f"{text!r}: cannot resolve ({exc.strerror})") from None
+        if not infos:
+            raise AddressError(f"{text!r}: no address in this member's family")
+        sockaddr = infos[0][4]
+        return format_address(str(sockaddr[0]), int(sockaddr[1]))
+
+    def close(self) -> None:
+        """Close the socket."""
+        self._sock.close()
+
+
+async def open_udp_transport(ip: str, port: int) -> UdpTransport:
+    """Bind a UDP socket on ``ip:port`` (port 0: any free port).
+
+    Raises :class:`OSError` (errno ``EADDRINUSE``) if the port is taken.
+    """
+    family = socket.AF_INET6 if ":" in ip else socket.AF_INET
+    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        await sock.bind((ip, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise OSError(exc.errno, f"address {format_address(ip, port)} is already in use") from None
+        raise
+    return UdpTransport(sock)
