@@ -7,7 +7,7 @@ import nox
 nox.options.sessions = ["tests", "lint", "typecheck"]
 nox.options.default_venv_backend = "venv"
 
-PYTHON = ["3.11"]
+PYTHON = None  # the interpreter nox itself runs on
 
 
 @nox.session(python=PYTHON)

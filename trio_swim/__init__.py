@@ -29,7 +29,7 @@ __all__ = [
     "MemberRemoved",
     "MemberStatistics",
     "Node",
-    "StatusChanged",
     "Status",
+    "StatusChanged",
     "open_member",
 ]

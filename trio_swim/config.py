@@ -91,9 +91,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         _validate(self)
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, **overrides: Any
-    ) -> Config:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build a Config from ``SWIM_*`` variables; keyword arguments win.
 
         ``SWIM_INITIAL_HOSTS`` is comma separated; booleans accept

@@ -5,7 +5,6 @@ from __future__ import annotations
 import weakref
 from collections import deque
 from types import TracebackType
-from typing import Union
 
 import msgspec
 import trio
@@ -41,7 +40,7 @@ class EventsMissed(msgspec.Struct, frozen=True):
     count: int
 
 
-Event = Union[StatusChanged, BroadcastReceived, MemberRemoved, EventsMissed]
+Event = StatusChanged | BroadcastReceived | MemberRemoved | EventsMissed
 
 
 class EventStream:

@@ -7,6 +7,7 @@ synchronous code between awaits (so cancellation never leaves half an update).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import sys
@@ -28,7 +29,7 @@ from .events import (
     MemberRemoved,
     StatusChanged,
 )
-from .membership import Change, MemberTable, Node, Refute, Refused, Status
+from .membership import Change, MemberTable, Node, Refused, Refute, Status
 from .suspicion import (
     LocalHealth,
     RttEstimator,
@@ -105,22 +106,17 @@ class MemberStatistics(msgspec.Struct, frozen=True):
     """The ack timeout now, in seconds."""
 
 
+@dataclasses.dataclass
 class _Counters:
-    __slots__ = (
-        "bytes_received",
-        "bytes_sent",
-        "dropped_send_queue_full",
-        "packets_received",
-        "packets_sent",
-        "refused_broadcasts",
-        "refused_ping_reqs",
-        "refused_table_full",
-        "send_errors",
-    )
-
-    def __init__(self) -> None:
-        for name in self.__slots__:
-            setattr(self, name, 0)
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    bytes_received: int = 0
+    dropped_send_queue_full: int = 0
+    send_errors: int = 0
+    refused_ping_reqs: int = 0
+    refused_table_full: int = 0
+    refused_broadcasts: int = 0
 
 
 class _Probe:
@@ -237,11 +233,11 @@ class Member:
         self._seen.first_time((self.address, self._broadcast_seq), trio.current_time())
         self._queue_broadcast(message)
 
-    async def join(self, *addresses: str, timeout: float | None = None) -> int:
+    async def join(self, *addresses: str, wait: float | None = None) -> int:
         """Exchange full state with each address; return how many answered.
 
         Addresses are ``host``, ``host:port`` or ``[v6]:port``; names are
-        resolved. Waits at most ``timeout`` seconds (default: four protocol
+        resolved. Waits at most ``wait`` seconds (default: four protocol
         periods, at least one second) for the answers.
         """
         targets = []
@@ -254,7 +250,7 @@ class Member:
         waiters = {t: self._join_replies.setdefault(t, trio.Event()) for t in targets}
         for target in targets:
             self._send_state(target, want_reply=True)
-        limit = max(1.0, 4 * self.config.period) if timeout is None else timeout
+        limit = max(1.0, 4 * self.config.period) if wait is None else wait
         with trio.move_on_after(limit):
             for event in waiters.values():
                 await event.wait()
@@ -306,10 +302,13 @@ class Member:
         """Encode ``messages`` plus as much piggyback as fits; None if nothing to send."""
         messages = list(messages)
         node = self._table.get(address)
-        if node is not None and node.status is not Status.ALIVE:
-            if self.config.lifeguard or node.status is not Status.SUSPECT:
-                # Tell the receiver what we believe of it, so it can refute.
-                messages.append(self._update_message(node, self.address))
+        if (
+            node is not None
+            and node.status is not Status.ALIVE
+            and (self.config.lifeguard or node.status is not Status.SUSPECT)
+        ):
+            # Tell the receiver what we believe of it, so it can refute.
+            messages.append(self._update_message(node, self.address))
         budget = self.config.max_packet_bytes - self._envelope
         budget -= sum(self._codec.message_size(m) for m in messages)
         limit = retransmit_limit(self.config.retransmit_mult, self._table.live_count)
@@ -768,9 +767,8 @@ async def run_member(
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
         # Give the caller back its own exception, not a group around it.
-        if body_error is not None and len(group.exceptions) == 1:
-            if group.exceptions[0] is body_error:
-                raise body_error from None
+        if body_error is not None and list(group.exceptions) == [body_error]:
+            raise body_error from None
         raise
     finally:
         transport.close()
@@ -815,4 +813,3 @@ async def open_member(config: Config | None = None) -> AsyncIterator[Member]:
         extra_tasks=_task_hooks(config),
     ) as member:
         yield member
-

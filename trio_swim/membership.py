@@ -87,9 +87,7 @@ class MemberTable:
         self.self_address = self_address
         self.max_members = max_members
         self._rng = rng
-        self._nodes: dict[str, Node] = {
-            self_address: Node(self_address, Status.ALIVE, incarnation)
-        }
+        self._nodes: dict[str, Node] = {self_address: Node(self_address, Status.ALIVE, incarnation)}
         # Members other than self that are probed and gossiped to, kept in a
         # list with an index so that a random one costs O(1).
         self._live: list[str] = []

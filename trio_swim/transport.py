@@ -115,6 +115,8 @@ async def open_udp_transport(ip: str, port: int) -> UdpTransport:
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
-            raise OSError(exc.errno, f"address {format_address(ip, port)} is already in use") from None
+            raise OSError(
+                exc.errno, f"address {format_address(ip, port)} is already in use"
+            ) from None
         raise
     return UdpTransport(sock)

@@ -11,7 +11,7 @@ tagged with small integers.
 from __future__ import annotations
 
 import enum
-from typing import Annotated, Final, Union
+from typing import Annotated, Final
 
 import msgspec
 
@@ -85,7 +85,7 @@ class Announce(msgspec.Struct, tag=8, array_like=True, frozen=True):
     """Multicast discovery: the sender is a member and can be joined."""
 
 
-Message = Union[Ping, Ack, PingReq, Nack, Update, UserBroadcast, Sync, Announce]
+Message = Ping | Ack | PingReq | Nack | Update | UserBroadcast | Sync | Announce
 
 
 class Packet(msgspec.Struct, array_like=True, frozen=True):
@@ -127,9 +127,7 @@ class Codec:
 
     def encode(self, sender: str, messages: list[Message]) -> bytes:
         """Encode one packet from this member."""
-        return self._encoder.encode(
-            Packet(PROTOCOL_VERSION, self.cluster_name, sender, messages)
-        )
+        return self._encoder.encode(Packet(PROTOCOL_VERSION, self.cluster_name, sender, messages))
 
     def message_size(self, message: Message) -> int:
         """Encoded size of one message inside a packet's message list."""
