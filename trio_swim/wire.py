@@ -102,6 +102,10 @@ class _Header(msgspec.Struct, array_like=True, frozen=True):
     cluster: str
 
 
+# msgspec raises UnicodeDecodeError (a ValueError), not DecodeError, on bad UTF-8.
+_DECODE_ERRORS = (msgspec.DecodeError, ValueError)
+
+
 class DropReason(enum.Enum):
     """Why an incoming datagram was dropped."""
 
@@ -143,7 +147,7 @@ class Codec:
             return DropReason.OVERSIZED
         try:
             header = self._header_decoder.decode(data)
-        except msgspec.DecodeError:
+        except _DECODE_ERRORS:
             return DropReason.MALFORMED
         if header.version != PROTOCOL_VERSION:
             return DropReason.VERSION
@@ -151,5 +155,5 @@ class Codec:
             return DropReason.FOREIGN_CLUSTER
         try:
             return self._decoder.decode(data)
-        except msgspec.DecodeError:
+        except _DECODE_ERRORS:
             return DropReason.MALFORMED
