@@ -1,0 +1,126 @@
+"""Members on real UDP sockets on 127.0.0.1 (real clock)."""
+
+from __future__ import annotations
+
+import random
+import socket
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
+
+import trio
+
+from simcluster import converged, everyone_sees, wait_until
+from trio_swim import BroadcastReceived, Config, Member, Status, open_member
+from trio_swim.member import run_member
+from trio_swim.transport import UdpTransport, open_udp_transport
+
+FAST = {"heartbeat_millis": 100, "probe_timeout_millis": 50, "gossip_interval_millis": 50}
+
+
+@asynccontextmanager
+async def udp_cluster(size: int) -> AsyncIterator[list[Member]]:
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(open_member(Config(listen_port=0, **FAST)))
+        members = [first]
+        for _ in range(size - 1):
+            cfg = Config(listen_port=0, initial_hosts=[first.address], **FAST)
+            members.append(await stack.enter_async_context(open_member(cfg)))
+        yield members
+
+
+async def test_port_zero_reports_the_bound_port() -> None:
+    async with open_member(Config(listen_port=0)) as m:
+        host, port = m.address.rsplit(":", 1)
+        assert host == "127.0.0.1"
+        assert int(port) > 0
+
+
+async def test_three_members_converge_broadcast_and_see_one_leave() -> None:
+    async with udp_cluster(3) as members:
+        a, b, c = members
+        await wait_until(converged(members), within=10)
+        stream_b, stream_c = b.events(), c.events()
+        await a.broadcast(b"over udp")
+
+        async def first_broadcast(stream: AsyncIterator[object]) -> BroadcastReceived:
+            async for event in stream:
+                if isinstance(event, BroadcastReceived):
+                    return event
+            raise AssertionError("stream ended")
+
+        with trio.fail_after(10):
+            for stream in (stream_b, stream_c):
+                got = await first_broadcast(stream)
+                assert (got.origin, got.payload) == (a.address, b"over udp")
+
+        async with open_member(Config(listen_port=0, initial_hosts=[a.address], **FAST)) as d:
+            await wait_until(converged([*members, d]), within=10)
+            gone = d.address
+        await wait_until(everyone_sees(members, gone, Status.LEFT), within=10)
+
+
+class MutableUdp:
+    """A UDP transport that can be struck dumb and deaf, as a killed process is."""
+
+    def __init__(self, inner: UdpTransport) -> None:
+        self.inner = inner
+        self.muted = False
+
+    @property
+    def local_address(self) -> str:
+        return self.inner.local_address
+
+    async def send(self, data: bytes, address: str) -> bool:
+        if self.muted:
+            await trio.lowlevel.checkpoint()
+            return False
+        return await self.inner.send(data, address)
+
+    async def receive(self) -> tuple[bytes, str]:
+        while True:
+            packet = await self.inner.receive()
+            if not self.muted:
+                return packet
+
+    async def resolve(self, text: str) -> str:
+        return await self.inner.resolve(text)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+async def test_a_killed_member_is_declared_dead() -> None:
+    async with udp_cluster(2) as members:
+        victim_transport = MutableUdp(await open_udp_transport("127.0.0.1", 0))
+        cfg = Config(initial_hosts=[members[0].address], **FAST)
+        rng = random.Random(1)
+        async with run_member(cfg, victim_transport, rng=rng, incarnation=1) as victim:
+            await wait_until(converged([*members, victim]), within=10)
+            victim_transport.muted = True
+            await wait_until(everyone_sees(members, victim.address, Status.DEAD), within=20)
+
+
+async def test_garbage_datagrams_are_counted_not_fatal() -> None:
+    async with udp_cluster(2) as members:
+        await wait_until(converged(members), within=10)
+        a = members[0]
+        host, port = a.address.rsplit(":", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            raw.sendto(b"\xc1 not msgpack", (host, int(port)))
+            raw.sendto(b"\x00" * 3000, (host, int(port)))
+        await wait_until(
+            lambda: a.statistics().dropped_malformed + a.statistics().dropped_oversized >= 2,
+            within=5,
+        )
+        await trio.sleep(0.5)
+        assert converged(members)()
+
+
+async def test_address_in_use_raises_a_clear_error() -> None:
+    async with open_member(Config(listen_port=0)) as m:
+        port = int(m.address.rsplit(":", 1)[1])
+        try:
+            async with open_member(Config(listen_port=port)):
+                raise AssertionError("bound twice")
+        except OSError as exc:
+            assert "already in use" in str(exc)
