@@ -21,6 +21,9 @@ class Status(enum.Enum):
     DEAD = "dead"
     LEFT = "left"
 
+    def __str__(self) -> str:
+        return self.value
+
 
 # At equal incarnation, a later entry overrides an earlier one.
 _RANK = {Status.ALIVE: 0, Status.SUSPECT: 1, Status.DEAD: 2, Status.LEFT: 3}
