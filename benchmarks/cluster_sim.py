@@ -1,10 +1,12 @@
 """Convergence, crash detection and load of whole clusters on SimNetwork.
 
 For each cluster size: every member joins through the first one at the same
-instant; we measure the virtual time until every member sees every other
-ALIVE, the steady-state packets and bytes each member sends per protocol
-period, then crash one member and measure the time until every survivor holds
-it DEAD. Times are in protocol periods; wall seconds is what the run cost.
+instant (a herd), and we measure the virtual time until every member sees
+every other ALIVE. Then one newcomer joins through another member, and we
+measure until it knows everyone and everyone knows it. Then we measure the
+packets and bytes each member sends per protocol period in steady state, and
+last we crash one member and measure the time until every survivor holds it
+DEAD. Times are in protocol periods; wall seconds is what the run cost.
 
     python benchmarks/cluster_sim.py [--sizes 10 100 500] [--seed 1]
 """
@@ -60,6 +62,14 @@ async def measure(size: int, seed: int) -> dict[str, Any]:
             lambda: all(len(m.healthy_members()) == size for m in members), period / 10, 600
         )
         await trio.sleep(5 * period)  # let the join gossip die down
+        contact = f"127.0.0.1:{1 + size // 3}"
+        newcomer_cfg = Config(listen_port=size + 1, initial_hosts=[contact])
+        newcomer = await stack.enter_async_context(net.open_member(newcomer_cfg))
+        members.append(newcomer)
+        join = await _wait(
+            lambda: all(len(m.healthy_members()) == size + 1 for m in members), period / 10, 600
+        )
+        await trio.sleep(5 * period)
         before = [m.statistics() for m in members]
         await trio.sleep(STEADY_PERIODS * period)
         after = [m.statistics() for m in members]
@@ -72,8 +82,7 @@ async def measure(size: int, seed: int) -> dict[str, Any]:
         survivors = [m for m in members if m is not victim]
         while not _all_see(survivors, victim.address, Status.DEAD):
             if first_dead is None and any(
-                next(n for n in m.members() if n.address == victim.address).status
-                is Status.DEAD
+                next(n for n in m.members() if n.address == victim.address).status is Status.DEAD
                 for m in survivors
             ):
                 first_dead = trio.current_time() - crashed_at
@@ -83,11 +92,12 @@ async def measure(size: int, seed: int) -> dict[str, Any]:
         all_dead = trio.current_time() - crashed_at
     return {
         "members": size,
-        "converge_periods": round(converge / period, 2),
+        "herd_converge_periods": round(converge / period, 2),
+        "newcomer_join_periods": round(join / period, 2),
         "first_dead_periods": round((first_dead or all_dead) / period, 2),
         "all_dead_periods": round(all_dead / period, 2),
-        "packets_per_member_period": round(packets / size / STEADY_PERIODS, 2),
-        "bytes_per_member_period": round(sent / size / STEADY_PERIODS, 1),
+        "packets_per_member_period": round(packets / len(members) / STEADY_PERIODS, 2),
+        "bytes_per_member_period": round(sent / len(members) / STEADY_PERIODS, 1),
     }
 
 
@@ -114,7 +124,9 @@ def main() -> None:
     columns = list(rows[0])
     print(" | ".join(f"{c:>25}" if i else f"{c:>8}" for i, c in enumerate(columns)))
     for row in rows:
-        print(" | ".join(f"{row[c]!s:>25}" if i else f"{row[c]!s:>8}" for i, c in enumerate(columns)))
+        print(
+            " | ".join(f"{row[c]!s:>25}" if i else f"{row[c]!s:>8}" for i, c in enumerate(columns))
+        )
     out = Path(__file__).with_suffix(".json")
     machine = {"python": platform.python_version(), "machine": platform.machine()}
     out.write_text(json.dumps({"machine": machine, "seed": args.seed, "rows": rows}, indent=2))

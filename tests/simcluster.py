@@ -25,10 +25,7 @@ async def open_cluster(
     async with AsyncExitStack() as stack:
         members = []
         for i in range(size):
-            if join is not None:
-                hosts = [join]
-            else:
-                hosts = [address(first_port)] if i else []
+            hosts = [join] if join is not None else [address(first_port)] if i else []
             cfg = Config(listen_port=first_port + i, initial_hosts=hosts, **settings)
             members.append(await stack.enter_async_context(net.open_member(cfg)))
         yield members

@@ -8,6 +8,17 @@ import pytest
 import trio
 import trio.testing
 
+from trio_swim import (
+    BroadcastReceived,
+    BroadcastTooLarge,
+    Config,
+    EventsMissed,
+    Status,
+    StatusChanged,
+)
+from trio_swim.testing import SimNetwork
+from trio_swim.wire import Codec, Update, WireStatus
+
 from simcluster import (
     Recorder,
     address,
@@ -17,16 +28,6 @@ from simcluster import (
     status_seen,
     wait_until,
 )
-from trio_swim import (
-    BroadcastReceived,
-    BroadcastTooLarge,
-    Config,
-    EventsMissed,
-    StatusChanged,
-    Status,
-)
-from trio_swim.testing import SimNetwork
-from trio_swim.wire import Codec, Update, WireStatus
 
 PERIOD = 0.25
 
@@ -75,9 +76,7 @@ async def test_dead_is_declared_exactly_one_suspicion_timeout_after_suspect(
         await recorder.watch(n, [a])
         net.crash(b.address)
         await wait_until(lambda: status_seen(a, b.address) is Status.DEAD, within=30)
-        times = {
-            e.status: t for t, _, e in recorder.events if isinstance(e, StatusChanged)
-        }
+        times = {e.status: t for t, _, e in recorder.events if isinstance(e, StatusChanged)}
         assert times[Status.DEAD] - times[Status.SUSPECT] == pytest.approx(4 * PERIOD, abs=1e-9)
         n.cancel_scope.cancel()
 
@@ -139,7 +138,8 @@ async def test_partition_then_heal_restores_one_cluster(
 
         def split() -> bool:
             return all(
-                status_seen(a, b.address) is Status.DEAD and status_seen(b, a.address) is Status.DEAD
+                status_seen(a, b.address) is Status.DEAD
+                and status_seen(b, a.address) is Status.DEAD
                 for a in left
                 for b in right
             )
@@ -162,9 +162,7 @@ async def test_a_broadcast_reaches_all_fifty_exactly_once_under_loss(
         await recorder.watch(nursery, members)
         await members[0].broadcast(b"hello, cluster")
         await trio.sleep(30)
-        received = [
-            who for _, who, e in recorder.events if isinstance(e, BroadcastReceived)
-        ]
+        received = [who for _, who, e in recorder.events if isinstance(e, BroadcastReceived)]
         assert sorted(received) == sorted(m.address for m in members[1:])
         assert all(
             e.payload == b"hello, cluster" and e.origin == members[0].address
@@ -335,3 +333,15 @@ async def test_address_in_use_is_refused(autojump_clock: trio.testing.MockClock)
         with pytest.raises(OSError, match="in use"):
             async with net.open_member(Config(listen_port=1)):
                 pass  # pragma: no cover
+
+
+async def test_a_member_cancelled_from_outside_still_leaves(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = SimNetwork(seed=16)
+    async with open_cluster(net, 4) as members:
+        await wait_until(converged(members), within=10)
+        with trio.move_on_after(2):
+            async with net.open_member(Config(listen_port=60, initial_hosts=[address(1)])):
+                await trio.sleep_forever()
+        await wait_until(everyone_sees(members, address(60), Status.LEFT), within=5)

@@ -26,7 +26,7 @@ def table(incarnation: int = 0, max_members: int = 100) -> MemberTable:
 
 
 updates = st.tuples(
-    st.sampled_from(OTHERS + [ME]),
+    st.sampled_from([*OTHERS, ME]),
     st.sampled_from(list(Status)),
     st.integers(min_value=0, max_value=5),
 )

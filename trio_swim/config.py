@@ -39,7 +39,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_broadcast_bytes: int = 256
     """Largest payload accepted by ``Member.broadcast``."""
     multicast_enabled: bool = False
-    """Announce on start and find members of the same cluster by IP multicast."""
+    """Announce on start and find members of the same cluster by IP multicast.
+
+    Off by default, unlike Smudge: multicast works over the loopback interface
+    too, so with it on every default member on a host (separate demos, test
+    runs) would merge into one cluster. See :mod:`trio_swim.discovery`.
+    """
     multicast_announce_interval: float = 10.0
     """Seconds between announcements; 0 announces only at start."""
     multicast_address: str = ""
@@ -92,30 +97,49 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
-        """Build a Config from ``SWIM_*`` variables; keyword arguments win.
+        """Build a Config from ``SWIM_<FIELD>`` variables; keyword arguments win.
 
-        ``SWIM_INITIAL_HOSTS`` is comma separated; booleans accept
+        Every field can be set (``SWIM_LISTEN_PORT``, ``SWIM_HEARTBEAT_MILLIS``
+        ...). ``SWIM_INITIAL_HOSTS`` is comma separated; booleans accept
         true/false/1/0/yes/no/on/off. A bad value raises :class:`ConfigError`
         naming the variable, e.g. ``SWIM_LISTEN_PORT='70000': must be 0..65535``.
+
+        When the heartbeat is set here but the probe timeouts are not, the
+        timeouts shrink with it (to at most half a period), so that a short
+        heartbeat alone is a valid setting.
         """
         env = os.environ if environ is None else environ
-        values: dict[str, Any] = {}
-        for name, field_type in _FIELD_TYPES.items():
-            var = ENV_PREFIX + name.upper()
-            if name in overrides or var not in env:
-                continue
-            raw = env[var]
-            try:
-                values[name] = _parse_env_value(field_type, raw)
-                cls(**{name: values[name]})
-            except ConfigError as exc:
-                if str(exc).startswith(f"{name}=") or str(exc).startswith("x:"):
-                    raise ConfigError(f"{var}={raw!r}: {_reason(exc)}") from None
         unknown = sorted(set(overrides) - set(_FIELD_TYPES))
         if unknown:
             raise ConfigError(f"{unknown[0]}: no such setting")
-        values.update(overrides)
-        return cls(**values)
+        settings = msgspec.structs.asdict(cls())
+        from_environment: dict[str, str] = {}
+        try:
+            for name, value in overrides.items():
+                _check_field(name, value)
+        except _Invalid as exc:
+            raise ConfigError(f"{exc.name}={overrides[exc.name]!r}: {exc.why}") from None
+        settings.update(overrides)
+        for name, field_type in _FIELD_TYPES.items():
+            variable = env_variable(name)
+            if name in overrides or variable not in env:
+                continue
+            raw = env[variable]
+            try:
+                settings[name] = _parse_env_value(field_type, raw)
+                _check_field(name, settings[name])
+            except _Invalid as exc:
+                raise ConfigError(f"{variable}={raw!r}: {exc.why}") from None
+            from_environment[name] = raw
+        _derive_probe_timeouts(settings, given=set(overrides) | set(from_environment))
+        try:
+            _check_consistency(settings)
+        except _Invalid as exc:
+            if exc.name in from_environment:
+                raw = from_environment[exc.name]
+                raise ConfigError(f"{env_variable(exc.name)}={raw!r}: {exc.why}") from None
+            raise ConfigError(f"{exc.name}={settings[exc.name]!r}: {exc.why}") from None
+        return cls(**settings)
 
     @property
     def period(self) -> float:
@@ -123,9 +147,18 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         return self.heartbeat_millis / 1000
 
 
-def _reason(exc: ConfigError) -> str:
-    text = str(exc)
-    return text.split(": ", 1)[1] if ": " in text else text
+def env_variable(name: str) -> str:
+    """The environment variable of a Config field: ``listen_port`` -> ``SWIM_LISTEN_PORT``."""
+    return ENV_PREFIX + name.upper()
+
+
+class _Invalid(Exception):
+    """One setting is wrong; turned into a ConfigError naming a field or a variable."""
+
+    def __init__(self, name: str, why: str) -> None:
+        super().__init__(name, why)
+        self.name = name
+        self.why = why
 
 
 _FIELD_TYPES: dict[str, type] = {
@@ -141,48 +174,59 @@ def _parse_env_value(field_type: type, raw: str) -> Any:
             return True
         if lowered in ("0", "false", "no", "off"):
             return False
-        raise ConfigError("x: must be true or false")
+        raise _Invalid("", "must be true or false")
     if field_type is int:
         try:
             return int(text)
         except ValueError:
-            raise ConfigError("x: must be a whole number") from None
+            raise _Invalid("", "must be a whole number") from None
     if field_type is float:
         try:
             return float(text)
         except ValueError:
-            raise ConfigError("x: must be a number") from None
+            raise _Invalid("", "must be a number") from None
     if field_type is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     return raw
 
 
-def _fail(name: str, value: object, why: str) -> ConfigError:
-    return ConfigError(f"{name}={value!r}: {why}")
+def _derive_probe_timeouts(settings: dict[str, Any], given: set[str]) -> None:
+    """Bring unset probe timeouts under a heartbeat that was set."""
+    if "heartbeat_millis" not in given:
+        return
+    half_period = max(1, settings["heartbeat_millis"] // 2)
+    if "probe_timeout_millis" not in given:
+        settings["probe_timeout_millis"] = min(settings["probe_timeout_millis"], half_period)
+    if "min_probe_timeout_millis" not in given:
+        settings["min_probe_timeout_millis"] = min(
+            settings["min_probe_timeout_millis"], settings["probe_timeout_millis"]
+        )
 
 
-def _check_type(cfg: Config, name: str, kind: type) -> Any:
-    value = getattr(cfg, name)
+def _check_type(name: str, value: Any, kind: type) -> None:
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        return value
+        return
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise _fail(name, value, f"must be {kind.__name__}")
-    return value
+        raise _Invalid(name, f"must be {kind.__name__}")
 
 
-def _check_range(cfg: Config, name: str, low: float, high: float) -> None:
-    value = getattr(cfg, name)
+def _check_range(name: str, value: float, low: float, high: float) -> None:
     if isinstance(value, float) and not math.isfinite(value):
-        raise _fail(name, value, "must be finite")
+        raise _Invalid(name, "must be finite")
     if not low <= value <= high:
-        high_text = "" if high == math.inf else f"{high:g}"
-        raise _fail(name, value, f"must be {low:g}..{high_text}")
+        high_text = "" if high == math.inf else _number_text(high)
+        raise _Invalid(name, f"must be {_number_text(low)}..{high_text}")
+
+
+def _number_text(number: float) -> str:
+    return str(int(number)) if float(number).is_integer() else f"{number:g}"
 
 
 # (low, high) for every numeric setting.
 _RANGES: dict[str, tuple[float, float]] = {
     "listen_port": (0, 65535),
-    "heartbeat_millis": (1, 3_600_000),
+    # 2 at least: the probe timeout (1 ms or more) must fit inside the period.
+    "heartbeat_millis": (2, 3_600_000),
     "max_broadcast_bytes": (1, 65_000),
     "multicast_announce_interval": (0, 86_400),
     "multicast_port": (1, 65535),
@@ -208,51 +252,62 @@ _RANGES: dict[str, tuple[float, float]] = {
 
 
 def _validate(cfg: Config) -> None:
-    for name, kind in _FIELD_TYPES.items():
-        if kind is list:
-            hosts = getattr(cfg, name)
-            if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
-                raise _fail(name, hosts, "must be a list of 'host:port' strings")
-            for host in hosts:
-                try:
-                    split_address(host)
-                except AddressError as exc:
-                    raise _fail(name, hosts, str(exc)) from None
-            continue
-        _check_type(cfg, name, kind)
-        if name in _RANGES:
-            _check_range(cfg, name, *_RANGES[name])
-    if not cfg.cluster_name or len(cfg.cluster_name.encode()) > 64:
-        raise _fail("cluster_name", cfg.cluster_name, "must be 1..64 bytes")
     try:
-        ip = ipaddress.ip_address(cfg.listen_ip)
-    except ValueError:
-        raise _fail("listen_ip", cfg.listen_ip, "must be an IPv4 or IPv6 address") from None
-    if ip.is_unspecified:
-        raise _fail("listen_ip", cfg.listen_ip, "must be an address other members can reach")
-    if cfg.multicast_address:
+        for name in _FIELD_TYPES:
+            _check_field(name, getattr(cfg, name))
+        _check_consistency(msgspec.structs.asdict(cfg))
+    except _Invalid as exc:
+        raise ConfigError(f"{exc.name}={getattr(cfg, exc.name)!r}: {exc.why}") from None
+
+
+def _check_field(name: str, value: Any) -> None:
+    """Check one setting on its own (its type, range and form)."""
+    kind = _FIELD_TYPES[name]
+    if kind is list:
+        if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
+            raise _Invalid(name, "must be a list of 'host:port' strings")
+        for host in value:
+            try:
+                split_address(host)
+            except AddressError as exc:
+                raise _Invalid(name, str(exc)) from None
+        return
+    _check_type(name, value, kind)
+    if name in _RANGES:
+        _check_range(name, value, *_RANGES[name])
+    if name == "cluster_name" and not 1 <= len(value.encode()) <= 64:
+        raise _Invalid(name, "must be 1..64 bytes")
+    if name == "listen_ip":
         try:
-            group = ipaddress.ip_address(cfg.multicast_address)
+            ip = ipaddress.ip_address(value)
+        except ValueError:
+            raise _Invalid(name, "must be an IPv4 or IPv6 address") from None
+        if ip.is_unspecified:
+            raise _Invalid(name, "must be an address other members can reach")
+    if name == "multicast_address" and value:
+        try:
+            group = ipaddress.ip_address(value)
         except ValueError:
             group = None
         if group is None or not group.is_multicast:
-            raise _fail("multicast_address", cfg.multicast_address, "must be a multicast group")
-    if cfg.min_probe_timeout_millis > cfg.probe_timeout_millis:
-        raise _fail(
+            raise _Invalid(name, "must be a multicast group")
+
+
+def _check_consistency(settings: Mapping[str, Any]) -> None:
+    """Check the settings that constrain each other (each one already valid alone)."""
+    if settings["min_probe_timeout_millis"] > settings["probe_timeout_millis"]:
+        raise _Invalid(
             "min_probe_timeout_millis",
-            cfg.min_probe_timeout_millis,
-            f"must not exceed probe_timeout_millis ({cfg.probe_timeout_millis})",
+            f"must not exceed probe_timeout_millis ({settings['probe_timeout_millis']})",
         )
-    if cfg.probe_timeout_millis >= cfg.heartbeat_millis:
-        raise _fail(
+    if settings["probe_timeout_millis"] >= settings["heartbeat_millis"]:
+        raise _Invalid(
             "probe_timeout_millis",
-            cfg.probe_timeout_millis,
-            f"must be less than heartbeat_millis ({cfg.heartbeat_millis})",
+            f"must be less than heartbeat_millis ({settings['heartbeat_millis']})",
         )
     header_room = 200
-    if cfg.max_broadcast_bytes > cfg.max_packet_bytes - header_room:
-        raise _fail(
+    if settings["max_broadcast_bytes"] > settings["max_packet_bytes"] - header_room:
+        raise _Invalid(
             "max_broadcast_bytes",
-            cfg.max_broadcast_bytes,
-            f"must leave {header_room} bytes of max_packet_bytes ({cfg.max_packet_bytes})",
+            f"must leave {header_room} bytes of max_packet_bytes ({settings['max_packet_bytes']})",
         )

@@ -11,8 +11,10 @@ T = TypeVar("T")
 
 # Below this many bytes of room, no message can fit: stop looking.
 _SMALLEST_MESSAGE = 8
-# Entries examined per take, so one packet never costs a scan of everything.
+# Entries examined per take, so one packet never costs a scan of everything,
+# and misses in a row after which the packet counts as full.
 _MAX_SCAN = 256
+_MAX_MISSES = 16
 
 
 def retransmit_limit(retransmit_mult: int, members: int) -> int:
@@ -75,9 +77,13 @@ class PiggybackQueue(Generic[T]):
         is dropped from the queue.
         """
         taken: list[Hashable] = []
-        scanned = 0
+        scanned = misses = 0
+
+        def full() -> bool:
+            return budget < _SMALLEST_MESSAGE or scanned >= _MAX_SCAN or misses >= _MAX_MISSES
+
         for sends, keys in enumerate(self._by_sends):
-            if sends >= limit or budget < _SMALLEST_MESSAGE or scanned >= _MAX_SCAN:
+            if sends >= limit or full():
                 break
             for key in keys:
                 scanned += 1
@@ -85,7 +91,9 @@ class PiggybackQueue(Generic[T]):
                 if size <= budget:
                     taken.append(key)
                     budget -= size
-                if budget < _SMALLEST_MESSAGE or scanned >= _MAX_SCAN:
+                else:
+                    misses += 1
+                if full():
                     break
         messages = []
         for key in taken:

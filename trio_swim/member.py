@@ -36,6 +36,8 @@ from .suspicion import (
     Suspicion,
     expected_confirmations,
     min_suspicion_timeout,
+    nack_timeout,
+    probe_health_delta,
 )
 from .timers import TimerHeap
 from .transport import Transport, open_udp_transport
@@ -60,7 +62,7 @@ if sys.version_info < (3, 11):  # pragma: no cover
 
 # Outgoing packets waiting for the sender task; when full, new ones are dropped
 # (and counted), as a congested network would drop them.
-SEND_QUEUE_SIZE: Final = 1024
+SEND_QUEUE_SIZE: Final = 4096
 # Outstanding pings (own probes and relayed ping-reqs); further ping-reqs are
 # refused (counted) until some complete.
 MAX_PENDING_PINGS: Final = 1024
@@ -146,7 +148,8 @@ class _Relay:
 #   "suspicion"  key=address, detail=incarnation
 #   "retry"      key=address, detail=attempt number (-1: a one-off early retry)
 #   "remove"     key=address, detail=incarnation of the LEFT record
-#   "relay"      key="",      detail=seq of the relayed ping
+#   "relay"      key="",      detail=seq of the relayed ping (time to nack)
+#   "relay-end"  key="",      detail=seq of the relayed ping (stop waiting)
 _Timer = tuple[str, str, int]
 
 
@@ -240,11 +243,12 @@ class Member:
         resolved. Waits at most ``wait`` seconds (default: four protocol
         periods, at least one second) for the answers.
         """
-        targets = []
-        for text in addresses:
-            target = await self._transport.resolve(text)
-            if target != self.address:
-                targets.append(target)
+        targets = [await self._transport.resolve(text) for text in addresses]
+        return await self._exchange(targets, wait)
+
+    async def _exchange(self, targets: list[str], wait: float | None) -> int:
+        """Send our state to each target and wait for their replies."""
+        targets = [t for t in dict.fromkeys(targets) if t != self.address]
         if not targets:
             return 0
         waiters = {t: self._join_replies.setdefault(t, trio.Event()) for t in targets}
@@ -323,6 +327,22 @@ class Member:
     def _update_message(self, node: Node, source: str) -> Update:
         return Update(node.address, _WIRE_STATUS[node.status], node.incarnation, source)
 
+    def _record_source(self, node: Node) -> str:
+        """Who a relayed record is attributed to.
+
+        A suspicion keeps the member that raised it: passed on in a state
+        exchange under this member's name, it would count as an independent
+        confirmation and cut the receiver's suspicion timeout.
+        """
+        suspicion = self._suspicions.get(node.address)
+        if (
+            node.status is Status.SUSPECT
+            and suspicion is not None
+            and suspicion.incarnation == node.incarnation
+        ):
+            return suspicion.origin
+        return self.address
+
     def _queue_update(self, update: Update) -> None:
         self._updates.put(update.address, update, self._codec.message_size(update))
 
@@ -336,7 +356,7 @@ class Member:
         chunk: list[Update] = []
         used = 0
         for node in self._table.nodes():
-            update = self._update_message(node, self.address)
+            update = self._update_message(node, self._record_source(node))
             size = self._codec.message_size(update)
             if chunk and used + size > budget:
                 self._send(address, [Sync(want_reply, chunk)])
@@ -374,7 +394,7 @@ class Member:
         sender = packet.sender
         for message in packet.messages:
             if isinstance(message, Update):
-                self._on_update(message, now)
+                self._on_update(message, now, sender)
             elif isinstance(message, Ping):
                 self._send(sender, [Ack(message.seq)])
             elif isinstance(message, Ack):
@@ -390,18 +410,37 @@ class Member:
             elif isinstance(message, Sync):
                 self._on_sync(sender, message, now)
             elif isinstance(message, Announce):
-                self._on_announce(sender)
-        self._notice_if_dead(sender, now)
+                self._on_announce(sender, now)
+        self._notice_if_dead(packet, now)
 
-    def _notice_if_dead(self, sender: str, now: float) -> None:
-        """A member we hold DEAD/LEFT (or removed) is talking: tell it, so it refutes."""
+    def _notice_if_dead(self, packet: Packet, now: float) -> None:
+        """Set the sender right when one of the two holds the other DEAD/LEFT.
+
+        If we hold the sender DEAD/LEFT (or removed), we tell it, so that it
+        refutes. If the packet holds us DEAD/LEFT, we tell the sender our own
+        record: the news may be older than a refutation we already made, and
+        old news is not refuted again. At most one notice per sender per period.
+        """
+        sender = packet.sender
+        notice: list[Message] = []
         node = self._table.get(sender)
         if node is None:
             removed_at = self._table.tombstone(sender, now)
-            if removed_at is None:
-                return
-            node = Node(sender, Status.DEAD, removed_at)
-        elif node.status in (Status.ALIVE, Status.SUSPECT):
+            if removed_at is not None:
+                notice.append(Update(sender, WireStatus.DEAD, removed_at, self.address))
+        elif node.status not in (Status.ALIVE, Status.SUSPECT):
+            notice.append(self._update_message(node, self.address))
+        me = self._table.me
+        if me.status is Status.ALIVE:
+            for message in packet.messages:
+                if (
+                    isinstance(message, Update)
+                    and message.address == self.address
+                    and message.status in (WireStatus.DEAD, WireStatus.LEFT)
+                ):
+                    notice.append(self._update_message(me, self.address))
+                    break
+        if not notice:
             return
         last = self._last_dead_notice.get(sender)
         if last is not None and now - last < self.config.period:
@@ -409,7 +448,7 @@ class Member:
         if len(self._last_dead_notice) >= self.config.max_members:
             self._last_dead_notice.clear()
         self._last_dead_notice[sender] = now
-        self._send(sender, [self._update_message(node, self.address)])
+        self._send(sender, notice)
 
     def _on_ack(self, seq: int, now: float) -> None:
         waiting = self._pending.get(seq)
@@ -428,7 +467,12 @@ class Member:
         seq = self._next_seq()
         self._pending[seq] = _Relay(requester, message.seq)
         self._send(message.target, [Ping(seq)])
-        self._schedule(now + self._probe_timeout(), ("relay", "", seq))
+        wait = nack_timeout(
+            self._base_probe_timeout(),
+            self.config.period,
+            self.config.probe_timeout_millis / 1000,
+        )
+        self._schedule(now + wait, ("relay", "", seq))
 
     def _on_broadcast(self, message: UserBroadcast, now: float) -> None:
         if len(message.payload) > self.config.max_broadcast_bytes:
@@ -460,21 +504,28 @@ class Member:
         waiter = self._join_replies.get(sender)
         if waiter is not None:
             waiter.set()
-        if message.want_reply:
-            last = self._last_sync_reply.get(sender)
-            if last is None or now - last >= self.config.period:
-                if len(self._last_sync_reply) >= self.config.max_members:
-                    self._last_sync_reply.clear()
-                self._last_sync_reply[sender] = now
-                self._send_state(sender, want_reply=False)
+        if message.want_reply and self._may_send_state(sender, now):
+            self._send_state(sender, want_reply=False)
 
-    def _on_announce(self, sender: str) -> None:
-        if self._table.get(sender) is None:
+    def _may_send_state(self, address: str, now: float) -> bool:
+        """At most one unsolicited full state per address per period: a forged
+        request must not turn this member into an amplifier."""
+        last = self._last_sync_reply.get(address)
+        if last is not None and now - last < self.config.period:
+            return False
+        if len(self._last_sync_reply) >= self.config.max_members:
+            self._last_sync_reply.clear()
+        self._last_sync_reply[address] = now
+        return True
+
+    def _on_announce(self, sender: str, now: float) -> None:
+        if self._table.get(sender) is None and self._may_send_state(sender, now):
             self._send_state(sender, want_reply=True)
 
     # ------------------------------------------------------ membership news
 
-    def _on_update(self, update: Update, now: float) -> None:
+    def _on_update(self, update: Update, now: float, sender: str | None = None) -> None:
+        """Merge one update; ``sender`` is the member whose packet carried it."""
         if not self._valid_address(update.address) or not self._valid_address(update.source):
             self._drops[DropReason.MALFORMED] += 1
             return
@@ -483,14 +534,38 @@ class Member:
         if isinstance(result, Refused):
             if result is Refused.TABLE_FULL:
                 self._counts.refused_table_full += 1
+            elif update.address == self.address:
+                self._answer_stale_rumour(update, sender)
             elif status is Status.SUSPECT:
                 self._confirm_suspicion(update, now)
         elif isinstance(result, Refute):
-            if self.config.lifeguard:
-                self._health.apply(1)
-            self._queue_update(self._update_message(result.node, self.address))
+            self._adjust_health(1)
+            self._refute(result.node, (sender, update.source))
         else:
             self._changed(result, update.source, now)
+
+    def _refute(self, me: Node, tell: tuple[str | None, ...]) -> None:
+        """Spread this member's ALIVE record, and send it straight to ``tell``.
+
+        Gossip alone leaves a few members unreached now and then (more under
+        loss); the members that carried or raised the rumour hear it directly.
+        """
+        record = self._update_message(me, self.address)
+        self._queue_update(record)
+        for address in dict.fromkeys(tell):
+            if address is not None and address != self.address:
+                self._send(address, [record])
+
+    def _answer_stale_rumour(self, update: Update, sender: str | None) -> None:
+        """Someone still says this member is SUSPECT or DEAD at an incarnation it
+        has already refuted: that member missed the refutation, so repeat it."""
+        me = self._table.me
+        if (
+            me.status is Status.ALIVE
+            and update.status in (WireStatus.SUSPECT, WireStatus.DEAD)
+            and update.incarnation < me.incarnation
+        ):
+            self._refute(me, (sender,))
 
     def _declare(self, address: str, status: Status, incarnation: int) -> None:
         """Record this member's own verdict and spread it."""
@@ -510,8 +585,8 @@ class Member:
         if node.status is Status.DEAD:
             self._retry_attempt[address] = 0
             self._schedule(now + self.config.period, ("retry", address, 0))
-        else:
-            self._retry_attempt.pop(address, None)
+        elif self._retry_attempt.pop(address, None) is not None and node.status is Status.ALIVE:
+            self._retry_another(now)
         if node.status is Status.LEFT:
             removal = now + self.config.left_removal_seconds
             self._schedule(removal, ("remove", address, node.incarnation))
@@ -581,9 +656,14 @@ class Member:
             if node is not None and node.status is Status.LEFT and node.incarnation == detail:
                 self._remove(address, now)
         elif kind == "relay":
-            relay = self._pending.pop(detail, None)
-            if isinstance(relay, _Relay) and self.config.lifeguard:
-                self._send(relay.requester, [Nack(relay.requester_seq)])
+            # No ack yet: nack now, but keep relaying a late ack for a period.
+            relay = self._pending.get(detail)
+            if isinstance(relay, _Relay):
+                if self.config.lifeguard:
+                    self._send(relay.requester, [Nack(relay.requester_seq)])
+                self._schedule(now + self.config.period, ("relay-end", "", detail))
+        elif kind == "relay-end" and isinstance(self._pending.get(detail), _Relay):
+            del self._pending[detail]
 
     def _retry_dead(self, address: str, attempt: int, now: float) -> None:
         node = self._table.get(address)
@@ -602,6 +682,15 @@ class Member:
             gap = min(2 ** (attempt + 1), self.config.dead_retry_max_periods)
             self._schedule(now + gap * self.config.period, ("retry", address, attempt + 1))
 
+    def _retry_another(self, now: float) -> None:
+        """A DEAD member is back, so the network may have healed: retry the DEAD
+        member that has waited longest now rather than at its next backoff step."""
+        if self._retry_attempt:
+            other = next(iter(self._retry_attempt))
+            # To the back of the line, so that the next return picks another.
+            self._retry_attempt[other] = self._retry_attempt.pop(other)
+            self._schedule(now, ("retry", other, -1))
+
     def _remove(self, address: str, now: float) -> None:
         node = self._table.remove(address, now, self.config.tombstone_seconds)
         if node is None:
@@ -618,12 +707,14 @@ class Member:
         self._seq = (self._seq + 1) % (2**62)
         return self._seq
 
-    def _probe_timeout(self) -> float:
+    def _base_probe_timeout(self) -> float:
+        """The ack timeout before local health scales it."""
         if self.config.adaptive_probe_timeout:
-            timeout = self._rtt.timeout()
-        else:
-            timeout = self.config.probe_timeout_millis / 1000
-        return timeout * self._health.multiplier
+            return self._rtt.timeout()
+        return self.config.probe_timeout_millis / 1000
+
+    def _probe_timeout(self) -> float:
+        return self._base_probe_timeout() * self._health.multiplier
 
     async def _probe_loop(self) -> None:
         while True:
@@ -653,12 +744,12 @@ class Member:
                 self._send(helper, [PingReq(seq, target)])
             with trio.move_on_at(period_end):
                 await probe.done.wait()
+            self._adjust_health(probe_health_delta(probe.acked, len(helpers), probe.nacks))
             if probe.acked:
                 return
-            missed_nacks = len(helpers) - probe.nacks if self.config.lifeguard else 0
-            self._adjust_health(1 + missed_nacks)
             node = self._table.get(target)
-            if node is not None and node.status is Status.ALIVE:
+            if node is not None and node.status in (Status.ALIVE, Status.SUSPECT):
+                # Already SUSPECT: this failure is an independent confirmation.
                 self._declare(target, Status.SUSPECT, node.incarnation)
         finally:
             self._pending.pop(seq, None)
@@ -691,37 +782,53 @@ class Member:
                 self._send_state(target, want_reply=True)
 
     async def _seed_loop(self) -> None:
-        """Join ``initial_hosts``; try again (backing off) while no one is known."""
-        delay = self.config.period * 4
+        """Join ``initial_hosts`` until one of them answers, backing off between tries.
+
+        Names that do not resolve yet are tried again next time.
+        """
+        wait = max(1.0, 4 * self.config.period)
         while True:
-            if self._table.live_count <= 1:
-                for host in self.config.initial_hosts:
-                    try:
-                        target = await self._transport.resolve(host)
-                    except (OSError, ValueError):
-                        continue
-                    if target != self.address:
-                        self._send_state(target, want_reply=True)
-            await trio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+            targets = []
+            for host in self.config.initial_hosts:
+                try:
+                    targets.append(await self._transport.resolve(host))
+                except (OSError, ValueError):
+                    continue
+            if targets and all(t == self.address for t in targets):
+                return  # only ourselves to join: we are the first member
+            if await self._exchange(targets, wait) > 0:
+                return
+            await trio.sleep(self._rng.uniform(0, wait))  # spread retries of a crowd
+            wait = min(wait * 2, 30.0)
 
     async def _leave(self) -> None:
-        """Announce LEFT and wait (bounded by the caller) for one member to ack it."""
+        """Announce LEFT and wait (bounded by the caller) for one member to ack it.
+
+        Runs after the member's tasks have stopped, so it writes to and reads
+        from the transport itself: a block left by an outer cancellation still
+        says goodbye.
+        """
         node = self._table.leave()
-        self._queue_update(self._update_message(node, self.address))
         limit = retransmit_limit(self.config.retransmit_mult, self._table.live_count)
         targets = self._table.random_live(limit)
         if not targets:
             return
         seq = self._next_seq()
-        probe = _Probe(targets[0], trio.current_time())
-        self._pending[seq] = probe
-        left = self._update_message(node, self.address)
+        goodbye = self._update_message(node, self.address)
+        data = self._codec.encode(self.address, [Ping(seq), goodbye])
         for target in targets:
-            self._send(target, [Ping(seq), left])
-        await probe.done.wait()
+            await self._transport.send(data, target)
+        while True:
+            packet = self._codec.decode((await self._transport.receive())[0])
+            if isinstance(packet, Packet) and Ack(seq) in packet.messages:
+                return
 
-    async def _run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+    async def _run(
+        self,
+        extra_tasks: tuple[Callable[[Member], Awaitable[None]], ...],
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender)
             nursery.start_soon(self._receiver)
@@ -731,11 +838,9 @@ class Member:
             nursery.start_soon(self._sync_loop)
             if self.config.initial_hosts:
                 nursery.start_soon(self._seed_loop)
-            for task in self._extra_tasks:
-                nursery.start_soon(task)
+            for task in extra_tasks:
+                nursery.start_soon(task, self)
             task_status.started()
-
-    _extra_tasks: tuple[Callable[[], Awaitable[None]], ...] = ()
 
 
 @asynccontextmanager
@@ -749,22 +854,24 @@ async def run_member(
 ) -> AsyncIterator[Member]:
     """Run a member on a given transport (used by UDP and the simulator)."""
     member = Member(config, transport, rng=rng, incarnation=incarnation)
-    member._extra_tasks = tuple(_bind(task, member) for task in extra_tasks)
     body_error: BaseException | None = None
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(member._run)
-            try:
-                yield member
-            except BaseException as exc:
-                body_error = exc
-                raise
-            finally:
-                with trio.CancelScope(shield=True):
-                    with trio.move_on_after(config.leave_timeout_millis / 1000):
-                        await member._leave()
-                member._hub.close()
-                nursery.cancel_scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                await nursery.start(member._run, extra_tasks)
+                try:
+                    yield member
+                except BaseException as exc:
+                    body_error = exc
+                    raise
+                finally:
+                    nursery.cancel_scope.cancel()
+        finally:
+            # Every task has stopped; say goodbye even if we are being cancelled.
+            with trio.CancelScope(shield=True):
+                with trio.move_on_after(config.leave_timeout_millis / 1000):
+                    await member._leave()
+            member._hub.close()
     except BaseExceptionGroup as group:
         # Give the caller back its own exception, not a group around it.
         if body_error is not None and list(group.exceptions) == [body_error]:
@@ -774,21 +881,12 @@ async def run_member(
         transport.close()
 
 
-def _bind(
-    task: Callable[[Member], Awaitable[None]], member: Member
-) -> Callable[[], Awaitable[None]]:
-    async def bound() -> None:
-        await task(member)
-
-    return bound
-
-
 def _task_hooks(config: Config) -> tuple[Callable[[Member], Awaitable[None]], ...]:
     if not config.multicast_enabled:
         return ()
-    from .discovery import run_discovery
+    from .discovery import discovery_task
 
-    return (run_discovery,)
+    return (discovery_task(config),)
 
 
 @asynccontextmanager
@@ -805,11 +903,16 @@ async def open_member(config: Config | None = None) -> AsyncIterator[Member]:
     """
     config = Config() if config is None else config
     transport = await open_udp_transport(config.listen_ip, config.listen_port)
+    try:
+        hooks = _task_hooks(config)
+    except BaseException:
+        transport.close()
+        raise
     async with run_member(
         config,
         transport,
         rng=random.Random(),
         incarnation=time.time_ns() // 1_000_000,
-        extra_tasks=_task_hooks(config),
+        extra_tasks=hooks,
     ) as member:
         yield member

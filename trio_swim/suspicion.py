@@ -36,11 +36,20 @@ def expected_confirmations(suspicion_mult: int, members: int) -> int:
 class Suspicion:
     """One suspicion of one member at one incarnation.
 
-    ``confirmers`` holds the members that reported it, the first included; it
-    is bounded by ``expected + 1`` since further ones cannot shorten the timeout.
+    ``confirmers`` holds the members that reported it, ``origin`` (the first)
+    included; it is bounded by ``expected + 1`` since further ones cannot
+    shorten the timeout.
     """
 
-    __slots__ = ("confirmers", "expected", "incarnation", "maximum", "minimum", "start")
+    __slots__ = (
+        "confirmers",
+        "expected",
+        "incarnation",
+        "maximum",
+        "minimum",
+        "origin",
+        "start",
+    )
 
     def __init__(
         self,
@@ -57,6 +66,7 @@ class Suspicion:
         self.minimum = minimum
         self.maximum = maximum
         self.expected = expected
+        self.origin = first_source
         self.confirmers = {first_source}
 
     @property
@@ -130,3 +140,31 @@ class RttEstimator:
         mean = statistics.fmean(self._samples)
         spread = statistics.pstdev(self._samples, mean)
         return min(self.ceiling, max(self.floor, mean + 3 * spread))
+
+
+def probe_health_delta(acked: bool, helpers: int, nacks: int) -> int:
+    """How one probe moves the local health score.
+
+    An ack, direct or relayed, is a successful probe: -1. A failed probe
+    with ``helpers`` asked to relay scores one per helper that did not even
+    send a nack: a helper that nacked was heard, so the silence is the
+    target's, not a sign that this member is the slow one. A failed probe
+    with no one to ask scores +1.
+    """
+    if acked:
+        return -1
+    if helpers <= 0:
+        return 1
+    return max(0, helpers - nacks)
+
+
+def nack_timeout(probe_timeout: float, period: float, probe_timeout_ceiling: float) -> float:
+    """How long a member relaying a ping-req waits for the target before it nacks.
+
+    Its own (unscaled) probe timeout, but no more than half of the window the
+    requester keeps listening after its ping-reqs went out: at least
+    ``period - probe_timeout_ceiling``. The other half is for the ping-req and
+    the nack to travel. A nack sent early costs nothing: a later ack is still
+    relayed.
+    """
+    return min(probe_timeout, max(0.0, period - probe_timeout_ceiling) / 2)

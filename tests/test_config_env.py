@@ -1,0 +1,245 @@
+"""Config.from_env: every SWIM_* variable, precedence, and the error messages."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+import pytest
+
+from trio_swim import Config, ConfigError
+
+# For every Config field: a value of its SWIM_* variable other than the
+# default, and what it must become.
+ENV_EXAMPLES: dict[str, tuple[str, Any]] = {
+    "cluster_name": ("blue", "blue"),
+    "listen_ip": ("::1", "::1"),
+    "listen_port": ("12345", 12345),
+    "heartbeat_millis": ("500", 500),
+    "initial_hosts": (
+        "127.0.0.1:1, [::1]:2,10.0.0.3,",
+        ["127.0.0.1:1", "[::1]:2", "10.0.0.3"],
+    ),
+    "max_broadcast_bytes": ("512", 512),
+    "multicast_enabled": ("true", True),
+    "multicast_announce_interval": ("2.5", 2.5),
+    "multicast_address": ("239.1.2.3", "239.1.2.3"),
+    "multicast_port": ("9000", 9000),
+    "indirect_checks": ("5", 5),
+    "retransmit_mult": ("6", 6),
+    "suspicion_mult": ("5", 5),
+    "suspicion_max_timeout_mult": ("3", 3),
+    "max_packet_bytes": ("1200", 1200),
+    "probe_timeout_millis": ("80", 80),
+    "min_probe_timeout_millis": ("20", 20),
+    "adaptive_probe_timeout": ("false", False),
+    "gossip_interval_millis": ("0", 0),
+    "gossip_fanout": ("2", 2),
+    "leave_timeout_millis": ("1000", 1000),
+    "lifeguard": ("no", False),
+    "awareness_max_multiplier": ("4", 4),
+    "sync_interval_seconds": ("0", 0.0),
+    "dead_retry_limit": ("3", 3),
+    "dead_retry_max_periods": ("16", 16),
+    "left_removal_seconds": ("5", 5.0),
+    "tombstone_seconds": ("60", 60.0),
+    "max_members": ("500", 500),
+    "event_buffer": ("64", 64),
+}
+
+# The variables Smudge documents, under our prefix.
+SMUDGE_VARIABLES = [
+    "SWIM_CLUSTER_NAME",
+    "SWIM_HEARTBEAT_MILLIS",
+    "SWIM_INITIAL_HOSTS",
+    "SWIM_LISTEN_PORT",
+    "SWIM_LISTEN_IP",
+    "SWIM_MAX_BROADCAST_BYTES",
+    "SWIM_MULTICAST_ENABLED",
+    "SWIM_MULTICAST_ANNOUNCE_INTERVAL",
+    "SWIM_MULTICAST_ADDRESS",
+    "SWIM_MULTICAST_PORT",
+]
+
+
+def variable(field: str) -> str:
+    return "SWIM_" + field.upper()
+
+
+def field_names() -> list[str]:
+    return [f.name for f in msgspec.structs.fields(Config)]
+
+
+def test_every_field_has_an_example() -> None:
+    assert sorted(ENV_EXAMPLES) == sorted(field_names())
+
+
+def test_smudge_variables_are_all_settings() -> None:
+    assert set(SMUDGE_VARIABLES) <= {variable(name) for name in field_names()}
+
+
+@pytest.mark.parametrize("field", sorted(ENV_EXAMPLES))
+def test_each_variable_sets_its_field(field: str) -> None:
+    raw, expected = ENV_EXAMPLES[field]
+    default = getattr(Config(), field)
+    assert expected != default, "the example must differ from the default"
+    cfg = Config.from_env({variable(field): raw})
+    assert getattr(cfg, field) == expected
+    assert type(getattr(cfg, field)) is type(expected)
+
+
+def test_all_variables_together() -> None:
+    env = {variable(field): raw for field, (raw, _) in ENV_EXAMPLES.items()}
+    cfg = Config.from_env(env)
+    assert {field: getattr(cfg, field) for field in ENV_EXAMPLES} == {
+        field: expected for field, (_, expected) in ENV_EXAMPLES.items()
+    }
+
+
+def test_no_variables_gives_the_smudge_defaults() -> None:
+    cfg = Config.from_env({})
+    assert cfg == Config()
+    assert (cfg.listen_ip, cfg.listen_port) == ("127.0.0.1", 9999)
+    assert cfg.heartbeat_millis == 250
+    assert cfg.max_broadcast_bytes == 256
+    assert cfg.multicast_port == 9998
+    assert cfg.initial_hosts == []
+
+
+def test_reads_the_process_environment_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SWIM_LISTEN_PORT", "4242")
+    monkeypatch.setenv("SWIM_CLUSTER_NAME", "from-os")
+    cfg = Config.from_env()
+    assert (cfg.listen_port, cfg.cluster_name) == (4242, "from-os")
+
+
+def test_keyword_arguments_win_over_the_environment() -> None:
+    env = {
+        "SWIM_LISTEN_PORT": "4242",
+        "SWIM_CLUSTER_NAME": "from-env",
+        "SWIM_INITIAL_HOSTS": "127.0.0.1:1",
+        "SWIM_MULTICAST_ENABLED": "yes",
+    }
+    cfg = Config.from_env(
+        env, listen_port=0, initial_hosts=["127.0.0.1:2"], multicast_enabled=False
+    )
+    assert cfg.listen_port == 0
+    assert cfg.initial_hosts == ["127.0.0.1:2"]
+    assert cfg.multicast_enabled is False
+    assert cfg.cluster_name == "from-env"
+
+
+def test_a_keyword_argument_hides_a_bad_variable() -> None:
+    cfg = Config.from_env({"SWIM_LISTEN_PORT": "70000"}, listen_port=5)
+    assert cfg.listen_port == 5
+
+
+def test_unrelated_variables_are_ignored() -> None:
+    assert Config.from_env({"SWIM_NOT_A_SETTING": "1", "LISTEN_PORT": "1"}) == Config()
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("1", True),
+        ("TRUE", True),
+        (" yes ", True),
+        ("On", True),
+        ("0", False),
+        ("false", False),
+        ("NO", False),
+        ("off", False),
+    ],
+)
+def test_boolean_spellings(raw: str, expected: bool) -> None:
+    assert Config.from_env({"SWIM_LIFEGUARD": raw}).lifeguard is expected
+
+
+def test_numbers_may_be_padded_with_spaces() -> None:
+    cfg = Config.from_env({"SWIM_LISTEN_PORT": " 9000 ", "SWIM_TOMBSTONE_SECONDS": " 1.5"})
+    assert (cfg.listen_port, cfg.tombstone_seconds) == (9000, 1.5)
+
+
+def test_empty_initial_hosts_means_none() -> None:
+    assert Config.from_env({"SWIM_INITIAL_HOSTS": " , "}).initial_hosts == []
+
+
+def test_a_short_heartbeat_alone_brings_the_probe_timeouts_down() -> None:
+    cfg = Config.from_env({"SWIM_HEARTBEAT_MILLIS": "100"})
+    assert cfg.heartbeat_millis == 100
+    assert cfg.probe_timeout_millis == 50
+    assert cfg.min_probe_timeout_millis == 10
+    tiny = Config.from_env({}, heartbeat_millis=2)
+    assert (tiny.probe_timeout_millis, tiny.min_probe_timeout_millis) == (1, 1)
+
+
+def test_probe_timeouts_that_were_set_are_kept() -> None:
+    cfg = Config.from_env({"SWIM_HEARTBEAT_MILLIS": "100", "SWIM_PROBE_TIMEOUT_MILLIS": "30"})
+    assert cfg.probe_timeout_millis == 30
+    assert Config.from_env({}, heartbeat_millis=1000).probe_timeout_millis == 100
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"SWIM_LISTEN_PORT": "70000"}, "SWIM_LISTEN_PORT='70000': must be 0..65535"),
+        ({"SWIM_LISTEN_PORT": "-1"}, "SWIM_LISTEN_PORT='-1': must be 0..65535"),
+        ({"SWIM_LISTEN_PORT": "ninety"}, "SWIM_LISTEN_PORT='ninety': must be a whole number"),
+        ({"SWIM_LISTEN_PORT": ""}, "SWIM_LISTEN_PORT='': must be a whole number"),
+        ({"SWIM_HEARTBEAT_MILLIS": "1"}, "SWIM_HEARTBEAT_MILLIS='1': must be 2..3600000"),
+        ({"SWIM_HEARTBEAT_MILLIS": "2.5"}, "SWIM_HEARTBEAT_MILLIS='2.5': must be a whole number"),
+        (
+            {"SWIM_MULTICAST_ENABLED": "maybe"},
+            "SWIM_MULTICAST_ENABLED='maybe': must be true or false",
+        ),
+        (
+            {"SWIM_MULTICAST_ANNOUNCE_INTERVAL": "soon"},
+            "SWIM_MULTICAST_ANNOUNCE_INTERVAL='soon': must be a number",
+        ),
+        ({"SWIM_TOMBSTONE_SECONDS": "nan"}, "SWIM_TOMBSTONE_SECONDS='nan': must be finite"),
+        (
+            {"SWIM_INITIAL_HOSTS": "127.0.0.1:1,127.0.0.1:x"},
+            "SWIM_INITIAL_HOSTS='127.0.0.1:1,127.0.0.1:x': '127.0.0.1:x': port 'x' is not a number",
+        ),
+        ({"SWIM_LISTEN_IP": "localhost"}, "SWIM_LISTEN_IP='localhost': must be an IPv4 or IPv6"),
+        (
+            {"SWIM_LISTEN_IP": "0.0.0.0"},
+            "SWIM_LISTEN_IP='0.0.0.0': must be an address other members can reach",
+        ),
+        (
+            {"SWIM_MULTICAST_ADDRESS": "10.0.0.1"},
+            "SWIM_MULTICAST_ADDRESS='10.0.0.1': must be a multicast group",
+        ),
+        ({"SWIM_CLUSTER_NAME": ""}, "SWIM_CLUSTER_NAME='': must be 1..64 bytes"),
+        ({"SWIM_MAX_MEMBERS": "1"}, "SWIM_MAX_MEMBERS='1': must be 2..1000000"),
+        (
+            {"SWIM_PROBE_TIMEOUT_MILLIS": "300"},
+            "SWIM_PROBE_TIMEOUT_MILLIS='300': must be less than heartbeat_millis (250)",
+        ),
+        (
+            {"SWIM_HEARTBEAT_MILLIS": "100", "SWIM_PROBE_TIMEOUT_MILLIS": "100"},
+            "SWIM_PROBE_TIMEOUT_MILLIS='100': must be less than heartbeat_millis (100)",
+        ),
+        (
+            {"SWIM_MAX_BROADCAST_BYTES": "1300"},
+            "SWIM_MAX_BROADCAST_BYTES='1300': must leave 200 bytes of max_packet_bytes (1400)",
+        ),
+    ],
+)
+def test_a_bad_value_names_the_variable_and_the_value(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}"):
+        Config.from_env(env)
+
+
+def test_a_bad_keyword_argument_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"^listen_port='9999': must be int$"):
+        Config.from_env({}, listen_port="9999")
+    with pytest.raises(ConfigError, match=r"^listen_prot: no such setting$"):
+        Config.from_env({}, listen_prot=1)
+
+
+def test_a_conflict_with_a_keyword_argument_names_the_setting() -> None:
+    message = "probe_timeout_millis=100: must be less than heartbeat_millis (100)"
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
+        Config.from_env({"SWIM_HEARTBEAT_MILLIS": "100"}, probe_timeout_millis=100)
