@@ -429,6 +429,10 @@ def test_run_flags_win_over_environment() -> None:
     assert plain.initial_hosts == ["127.0.0.1:1"]
     assert plain.multicast_enabled is True
 
+    turned_on = run_config(parser.parse_args(["run", "--multicast"]), {})
+    assert turned_on.multicast_enabled is True
+    assert run_config(parser.parse_args(["run"]), {}).multicast_enabled is False
+
 
 def test_event_json_fields() -> None:
     node = Node("127.0.0.1:7", Status.SUSPECT, 42)

@@ -114,10 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=_whole_number,
         help="protocol period in milliseconds (default 250)",
     )
-    run.add_argument(
+    discovery = run.add_mutually_exclusive_group()
+    discovery.add_argument(
+        "--multicast",
+        dest="multicast",
+        action="store_const",
+        const=True,
+        help="announce and find members of the same cluster by multicast",
+    )
+    discovery.add_argument(
         "--no-multicast",
-        action="store_true",
-        help="do not announce or listen for members by multicast",
+        dest="multicast",
+        action="store_const",
+        const=False,
+        help="do not announce or listen for members by multicast (the default)",
     )
     run.add_argument(
         "--json",
@@ -210,7 +220,7 @@ _FLAG_OF_FIELD: Final = {
     "initial_hosts": "--join",
     "cluster_name": "--cluster",
     "heartbeat_millis": "--heartbeat-ms",
-    "multicast_enabled": "--no-multicast",
+    "multicast_enabled": "--multicast",
 }
 
 
@@ -228,8 +238,8 @@ def run_config(args: argparse.Namespace, environ: Mapping[str, str] | None = Non
         flags["cluster_name"] = args.cluster
     if args.heartbeat_ms is not None:
         flags["heartbeat_millis"] = args.heartbeat_ms
-    if args.no_multicast:
-        flags["multicast_enabled"] = False
+    if args.multicast is not None:
+        flags["multicast_enabled"] = args.multicast
     try:
         return Config.from_env(environ, **flags)
     except ConfigError as exc:
