@@ -13,7 +13,7 @@ import trio
 
 from trio_swim import BroadcastReceived, Config, Member, Status, open_member
 from trio_swim.member import run_member
-from trio_swim.transport import UdpTransport, open_udp_transport
+from trio_swim.transport import KillableTransport, open_udp_transport
 
 from simcluster import converged, everyone_sees, wait_until
 
@@ -67,44 +67,14 @@ async def test_three_members_converge_broadcast_and_see_one_leave() -> None:
         await wait_until(everyone_sees(members, gone, Status.LEFT), within=10)
 
 
-class MutableUdp:
-    """A UDP transport that can be struck dumb and deaf, as a killed process is."""
-
-    def __init__(self, inner: UdpTransport) -> None:
-        self.inner = inner
-        self.muted = False
-
-    @property
-    def local_address(self) -> str:
-        return self.inner.local_address
-
-    async def send(self, data: bytes, address: str) -> bool:
-        if self.muted:
-            await trio.lowlevel.checkpoint()
-            return False
-        return await self.inner.send(data, address)
-
-    async def receive(self) -> tuple[bytes, str]:
-        while True:
-            packet = await self.inner.receive()
-            if not self.muted:
-                return packet
-
-    async def resolve(self, text: str) -> str:
-        return await self.inner.resolve(text)
-
-    def close(self) -> None:
-        self.inner.close()
-
-
 async def test_a_killed_member_is_declared_dead() -> None:
     async with udp_cluster(2) as members:
-        victim_transport = MutableUdp(await open_udp_transport("127.0.0.1", 0))
+        victim_transport = KillableTransport(await open_udp_transport("127.0.0.1", 0))
         cfg = fast(initial_hosts=[members[0].address])
         rng = random.Random(1)
         async with run_member(cfg, victim_transport, rng=rng, incarnation=1) as victim:
             await wait_until(converged([*members, victim]), within=10)
-            victim_transport.muted = True
+            victim_transport.kill()
             await wait_until(everyone_sees(members, victim.address, Status.DEAD), within=20)
 
 

@@ -40,7 +40,7 @@ from .events import (
 )
 from .member import Member, open_member, run_member
 from .membership import Status
-from .transport import UdpTransport, open_udp_transport
+from .transport import KillableTransport, open_udp_transport
 
 _PROG: Final = "trio-swim"
 _EXIT_OK: Final = 0
@@ -511,49 +511,6 @@ _DEMO_BROADCAST_SECONDS: Final = 4.0
 _DEMO_REDRAW_SECONDS: Final = 0.1
 
 
-class _KillableTransport:
-    """A UDP transport that can fall silent at once, as a killed process would.
-
-    After :meth:`kill` nothing is sent (a graceful leave included) and what
-    arrives is dropped; the socket itself is closed when the member stops.
-    """
-
-    def __init__(self, inner: UdpTransport) -> None:
-        self._inner = inner
-        self.killed = False
-
-    @property
-    def local_address(self) -> str:
-        """The ``host:port`` of the socket."""
-        return self._inner.local_address
-
-    async def send(self, data: bytes, address: str) -> bool:
-        """Send, unless killed (then the datagram vanishes, as on a dead host)."""
-        if self.killed:
-            await trio.lowlevel.checkpoint()
-            return True
-        return await self._inner.send(data, address)
-
-    async def receive(self) -> tuple[bytes, str]:
-        """The next datagram; once killed, wait forever instead."""
-        data, source = await self._inner.receive()
-        if self.killed:
-            await trio.sleep_forever()
-        return data, source
-
-    async def resolve(self, text: str) -> str:
-        """Resolve ``host[:port]`` like the UDP transport."""
-        return await self._inner.resolve(text)
-
-    def close(self) -> None:
-        """Close the socket."""
-        self._inner.close()
-
-    def kill(self) -> None:
-        """Stop sending and receiving from now on."""
-        self.killed = True
-
-
 class _DemoNode:
     """One member of the demo and what the demo has seen of it."""
 
@@ -561,7 +518,7 @@ class _DemoNode:
         self,
         label: str,
         member: Member,
-        transport: _KillableTransport,
+        transport: KillableTransport,
         kill_scope: trio.CancelScope,
     ) -> None:
         self.label = label
@@ -714,7 +671,7 @@ class _Demo:
     ) -> None:
         """Run one member until the demo ends (leaving) or kills it (silently)."""
         config = Config(initial_hosts=initial_hosts, **_DEMO_CONFIG)
-        transport = _KillableTransport(await open_udp_transport(config.listen_ip, 0))
+        transport = KillableTransport(await open_udp_transport(config.listen_ip, 0))
         # Killing cancels this scope around the member, so it never leaves;
         # ending the demo instead returns from the block, so it does leave.
         kill_scope = trio.CancelScope()

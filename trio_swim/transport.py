@@ -101,6 +101,49 @@ class UdpTransport:
         self._sock.close()
 
 
+class KillableTransport:
+    """Wraps a transport so that it can fall silent at once, as a killed process would.
+
+    After :meth:`kill` nothing is sent (a graceful leave included) and nothing
+    is received. Used by the demo and by tests that kill members on real sockets.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self._inner = inner
+        self.killed = False
+
+    @property
+    def local_address(self) -> str:
+        """The address of the wrapped transport."""
+        return self._inner.local_address
+
+    async def send(self, data: bytes, address: str) -> bool:
+        """Send, unless killed (then the datagram vanishes, as from a dead host)."""
+        if self.killed:
+            await trio.lowlevel.checkpoint()
+            return True
+        return await self._inner.send(data, address)
+
+    async def receive(self) -> tuple[bytes, str]:
+        """The next datagram; once killed, wait forever instead."""
+        data, source = await self._inner.receive()
+        if self.killed:
+            await trio.sleep_forever()
+        return data, source
+
+    async def resolve(self, text: str) -> str:
+        """Resolve like the wrapped transport."""
+        return await self._inner.resolve(text)
+
+    def close(self) -> None:
+        """Close the wrapped transport."""
+        self._inner.close()
+
+    def kill(self) -> None:
+        """Stop sending and receiving from now on."""
+        self.killed = True
+
+
 async def open_udp_transport(ip: str, port: int) -> UdpTransport:
     """Bind a UDP socket on ``ip:port`` (port 0: any free port).
 
