@@ -124,13 +124,15 @@ class _Counters:
 class _Probe:
     """A ping this member sent and waits on."""
 
-    __slots__ = ("acked", "done", "nacks", "sent_at", "target")
+    __slots__ = ("acked", "done", "nacks", "round_trip", "sent_at", "target")
 
     def __init__(self, target: str, sent_at: float) -> None:
         self.target = target
         self.sent_at = sent_at
         self.acked = False
         self.nacks = 0
+        self.round_trip: float | None = None
+        """Time to the target's own ack, even one too late for the timeout."""
         self.done = trio.Event()
 
 
@@ -184,6 +186,9 @@ class Member:
             config.min_probe_timeout_millis / 1000, config.probe_timeout_millis / 1000
         )
         self._suspicions: dict[str, Suspicion] = {}
+        # Suspects whose unconfirmed suspicion ran out, probed next (in this
+        # order) before any verdict; at most one entry per suspicion.
+        self._rechecks: dict[str, None] = {}
         self._retry_attempt: dict[str, int] = {}
         self._pending: dict[int, _Probe | _Relay] = {}
         self._last_sync_reply: dict[str, float] = {}
@@ -398,7 +403,7 @@ class Member:
             elif isinstance(message, Ping):
                 self._send(sender, [Ack(message.seq)])
             elif isinstance(message, Ack):
-                self._on_ack(message.seq, now)
+                self._on_ack(message.seq, now, sender)
             elif isinstance(message, PingReq):
                 self._on_ping_req(sender, message, now)
             elif isinstance(message, Nack):
@@ -411,36 +416,17 @@ class Member:
                 self._on_sync(sender, message, now)
             elif isinstance(message, Announce):
                 self._on_announce(sender, now)
-        self._notice_if_dead(packet, now)
+        self._notice_if_dead(sender, now)
 
-    def _notice_if_dead(self, packet: Packet, now: float) -> None:
-        """Set the sender right when one of the two holds the other DEAD/LEFT.
-
-        If we hold the sender DEAD/LEFT (or removed), we tell it, so that it
-        refutes. If the packet holds us DEAD/LEFT, we tell the sender our own
-        record: the news may be older than a refutation we already made, and
-        old news is not refuted again. At most one notice per sender per period.
-        """
-        sender = packet.sender
-        notice: list[Message] = []
+    def _notice_if_dead(self, sender: str, now: float) -> None:
+        """A member we hold DEAD/LEFT (or removed) is talking: tell it, so it refutes."""
         node = self._table.get(sender)
         if node is None:
             removed_at = self._table.tombstone(sender, now)
-            if removed_at is not None:
-                notice.append(Update(sender, WireStatus.DEAD, removed_at, self.address))
-        elif node.status not in (Status.ALIVE, Status.SUSPECT):
-            notice.append(self._update_message(node, self.address))
-        me = self._table.me
-        if me.status is Status.ALIVE:
-            for message in packet.messages:
-                if (
-                    isinstance(message, Update)
-                    and message.address == self.address
-                    and message.status in (WireStatus.DEAD, WireStatus.LEFT)
-                ):
-                    notice.append(self._update_message(me, self.address))
-                    break
-        if not notice:
+            if removed_at is None:
+                return
+            node = Node(sender, Status.DEAD, removed_at)
+        elif node.status in (Status.ALIVE, Status.SUSPECT):
             return
         last = self._last_dead_notice.get(sender)
         if last is not None and now - last < self.config.period:
@@ -448,11 +434,13 @@ class Member:
         if len(self._last_dead_notice) >= self.config.max_members:
             self._last_dead_notice.clear()
         self._last_dead_notice[sender] = now
-        self._send(sender, notice)
+        self._send(sender, [self._update_message(node, self.address)])
 
-    def _on_ack(self, seq: int, now: float) -> None:
+    def _on_ack(self, seq: int, now: float, sender: str) -> None:
         waiting = self._pending.get(seq)
         if isinstance(waiting, _Probe):
+            if sender == waiting.target and waiting.round_trip is None:
+                waiting.round_trip = now - waiting.sent_at
             if not waiting.acked:
                 waiting.acked = True
                 waiting.done.set()
@@ -648,8 +636,13 @@ class Member:
                 and suspicion is not None
                 and suspicion.incarnation == detail == node.incarnation
                 and suspicion.deadline <= now
+                and not suspicion.rechecking
             ):
-                self._declare(address, Status.DEAD, node.incarnation)
+                if self.config.lifeguard and suspicion.needs_recheck():
+                    suspicion.rechecking = True
+                    self._rechecks[address] = None
+                else:
+                    self._declare(address, Status.DEAD, node.incarnation)
         elif kind == "retry":
             self._retry_dead(address, detail, now)
         elif kind == "remove":
@@ -720,10 +713,32 @@ class Member:
         while True:
             start = trio.current_time()
             period_end = start + self.config.period * self._health.multiplier
-            target = self._table.next_probe_target()
+            target = self._next_recheck() or self._table.next_probe_target()
             if target is not None:
                 await self._probe(target, period_end)
             await trio.sleep_until(period_end)
+
+    def _rechecking(self, address: str) -> Suspicion | None:
+        """The suspicion of ``address`` if it awaits its re-check probe."""
+        node = self._table.get(address)
+        suspicion = self._suspicions.get(address)
+        if (
+            node is not None
+            and node.status is Status.SUSPECT
+            and suspicion is not None
+            and suspicion.rechecking
+            and suspicion.incarnation == node.incarnation
+        ):
+            return suspicion
+        return None
+
+    def _next_recheck(self) -> str | None:
+        while self._rechecks:
+            address = next(iter(self._rechecks))
+            del self._rechecks[address]
+            if self._rechecking(address) is not None:
+                return address
+        return None
 
     async def _probe(self, target: str, period_end: float) -> None:
         seq = self._next_seq()
@@ -734,25 +749,39 @@ class Member:
             with trio.move_on_after(self._probe_timeout()):
                 await probe.done.wait()
             if probe.acked:
-                self._rtt.observe(trio.current_time() - probe.sent_at)
                 self._adjust_health(-1)
-                return
-            helpers = self._table.random_live(
-                self.config.indirect_checks, exclude=frozenset((target,))
-            )
-            for helper in helpers:
-                self._send(helper, [PingReq(seq, target)])
-            with trio.move_on_at(period_end):
-                await probe.done.wait()
-            self._adjust_health(probe_health_delta(probe.acked, len(helpers), probe.nacks))
-            if probe.acked:
-                return
-            node = self._table.get(target)
-            if node is not None and node.status in (Status.ALIVE, Status.SUSPECT):
-                # Already SUSPECT: this failure is an independent confirmation.
-                self._declare(target, Status.SUSPECT, node.incarnation)
+            else:
+                helpers = self._table.random_live(
+                    self.config.indirect_checks, exclude=frozenset((target,))
+                )
+                for helper in helpers:
+                    self._send(helper, [PingReq(seq, target)])
+                with trio.move_on_at(period_end):
+                    await probe.done.wait()
+                self._adjust_health(probe_health_delta(probe.acked, len(helpers), probe.nacks))
+            if probe.round_trip is not None:
+                # Late answers count too, or the estimate would only ever see
+                # the round trips that beat it, and shrink to its floor.
+                self._rtt.observe(probe.round_trip)
+            self._probe_done(target, acked=probe.acked)
         finally:
             self._pending.pop(seq, None)
+
+    def _probe_done(self, target: str, *, acked: bool) -> None:
+        rechecked = self._rechecking(target)
+        if acked:
+            if rechecked is not None:
+                # It answered but has not refuted yet (or this member missed
+                # the refutation): give that a whole timeout again.
+                rechecked.restart(trio.current_time())
+                self._schedule(rechecked.deadline, ("suspicion", target, rechecked.incarnation))
+            return
+        node = self._table.get(target)
+        if rechecked is not None:
+            self._declare(target, Status.DEAD, rechecked.incarnation)
+        elif node is not None and node.status in (Status.ALIVE, Status.SUSPECT):
+            # Already SUSPECT: this failure is an independent confirmation.
+            self._declare(target, Status.SUSPECT, node.incarnation)
 
     def _adjust_health(self, delta: int) -> None:
         if self.config.lifeguard:

@@ -21,7 +21,7 @@ def suspicion_timeout(
     ``max - (log(c + 1) / log(k + 1)) * (max - min)``, never below ``minimum``,
     where ``c`` counts independent confirmations and ``k`` is ``expected``.
     """
-    if expected < 1:
+    if confirmations >= expected:
         return minimum
     fraction = math.log(confirmations + 1) / math.log(expected + 1)
     return max(minimum, maximum - fraction * (maximum - minimum))
@@ -39,6 +39,12 @@ class Suspicion:
     ``confirmers`` holds the members that reported it, ``origin`` (the first)
     included; it is bounded by ``expected + 1`` since further ones cannot
     shorten the timeout.
+
+    When the deadline comes with fewer than ``expected`` confirmations, the
+    suspect is probed once more before the verdict (:meth:`needs_recheck`):
+    such a suspicion rests on few accusers, and the usual reason one outlives
+    its timeout is that this member missed the refutation, not that the
+    suspect is dead.
     """
 
     __slots__ = (
@@ -48,6 +54,7 @@ class Suspicion:
         "maximum",
         "minimum",
         "origin",
+        "rechecking",
         "start",
     )
 
@@ -68,6 +75,8 @@ class Suspicion:
         self.expected = expected
         self.origin = first_source
         self.confirmers = {first_source}
+        self.rechecking = False
+        """The deadline passed and the suspect is being probed once more."""
 
     @property
     def confirmations(self) -> int:
@@ -83,6 +92,16 @@ class Suspicion:
             maximum=self.maximum,
             expected=self.expected,
         )
+
+    def needs_recheck(self) -> bool:
+        """At the deadline: probe the suspect once more before declaring it dead?"""
+        return not self.rechecking and self.confirmations < self.expected
+
+    def restart(self, now: float) -> None:
+        """The suspect answered the re-check: wait a whole timeout again for
+        its refutation (the confirmations so far still count)."""
+        self.start = now
+        self.rechecking = False
 
     def confirm(self, source: str) -> bool:
         """Count a report from ``source``; True if it moved the deadline."""
