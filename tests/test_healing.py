@@ -422,3 +422,21 @@ async def test_restarted_member_rejoins_above_its_old_incarnation(
             assert second_life.node.incarnation > 50
             for m in survivors:
                 assert record_of(m, address(5)) == second_life.node
+
+
+async def test_halves_that_removed_each_other_reunite_through_their_seed(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    # With one retry, each side removes the other soon after the split; only
+    # the seed re-check can bring them back together.
+    net = SimNetwork(seed=21)
+    async with open_cluster(net, 6, dead_retry_limit=1, lifeguard=False) as members:
+        await wait_until(lambda: all(len(m.healthy_members()) == 6 for m in members), within=10)
+        left, right = members[:3], members[3:]
+        net.partition([m.address for m in left], [m.address for m in right])
+        await wait_until(lambda: all(len(m.members()) == 3 for m in members), within=120)
+        net.heal()
+        took = await wait_until(
+            lambda: all(len(m.healthy_members()) == 6 for m in members), within=120
+        )
+        assert took <= 1.5 * 30 + 5

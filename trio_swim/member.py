@@ -72,6 +72,8 @@ MAX_PENDING_BROADCASTS: Final = 1024
 # Broadcast ids remembered for de-duplication, and for how long.
 BROADCAST_MEMORY: Final = 8192
 BROADCAST_MEMORY_SECONDS: Final = 120.0
+# How often (on average) seeds that are no longer live members are asked again.
+SEED_RECHECK_SECONDS: Final = 30.0
 
 _WIRE_STATUS = {
     Status.ALIVE: WireStatus.ALIVE,
@@ -479,8 +481,16 @@ class Member:
             if update.status is WireStatus.DEAD and update.address != self.address:
                 # Another member's verdict is only a suspicion here: the
                 # member may be reachable from this side (a healed partition).
-                update = Update(update.address, WireStatus.SUSPECT, update.incarnation, sender)
-            elif (
+                suspicion = Update(update.address, WireStatus.SUSPECT, update.incarnation, sender)
+                self._on_update(suspicion, now)
+                if self._table.get(update.address) == Node(
+                    update.address, Status.SUSPECT, update.incarnation
+                ):
+                    # Tell the member itself: if it is alive it refutes to us
+                    # at once, rather than when our probe round reaches it.
+                    self._send(update.address, [suspicion])
+                continue
+            if (
                 local is not None
                 and local.status is Status.DEAD
                 and update.status in (WireStatus.ALIVE, WireStatus.SUSPECT)
@@ -811,24 +821,40 @@ class Member:
                 self._send_state(target, want_reply=True)
 
     async def _seed_loop(self) -> None:
-        """Join ``initial_hosts`` until one of them answers, backing off between tries.
+        """Join ``initial_hosts`` until one answers, then keep them in view.
 
+        Before the first answer, tries back off (with jitter, so a crowd
+        started together spreads out). Afterwards, every
+        ``SEED_RECHECK_SECONDS`` a seed this member no longer holds live (a
+        long partition made both sides remove each other) is sent a state
+        exchange, which reunites the halves once the network allows.
         Names that do not resolve yet are tried again next time.
         """
         wait = max(1.0, 4 * self.config.period)
         while True:
-            targets = []
-            for host in self.config.initial_hosts:
-                try:
-                    targets.append(await self._transport.resolve(host))
-                except (OSError, ValueError):
-                    continue
+            targets = await self._resolve_seeds()
             if targets and all(t == self.address for t in targets):
                 return  # only ourselves to join: we are the first member
             if await self._exchange(targets, wait) > 0:
-                return
-            await trio.sleep(self._rng.uniform(0, wait))  # spread retries of a crowd
-            wait = min(wait * 2, 30.0)
+                break
+            await trio.sleep(self._rng.uniform(0, wait))
+            wait = min(wait * 2, SEED_RECHECK_SECONDS)
+        while True:
+            await trio.sleep(SEED_RECHECK_SECONDS * (0.5 + self._rng.random()))
+            for target in await self._resolve_seeds():
+                node = self._table.get(target)
+                lost = node is None or node.status in (Status.DEAD, Status.LEFT)
+                if target != self.address and lost:
+                    self._send_state(target, want_reply=True)
+
+    async def _resolve_seeds(self) -> list[str]:
+        targets = []
+        for host in self.config.initial_hosts:
+            try:
+                targets.append(await self._transport.resolve(host))
+            except (OSError, ValueError):
+                continue
+        return targets
 
     async def _leave(self) -> None:
         """Announce LEFT and wait (bounded by the caller) for one member to ack it.
