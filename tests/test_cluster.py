@@ -16,7 +16,7 @@ from trio_swim import (
     Status,
     StatusChanged,
 )
-from trio_swim.testing import SimNetwork
+from trio_swim.testing import SimNetwork, seed_trio_scheduler
 from trio_swim.wire import Codec, Update, WireStatus
 
 from simcluster import (
@@ -345,3 +345,31 @@ async def test_a_member_cancelled_from_outside_still_leaves(
             async with net.open_member(Config(listen_port=60, initial_hosts=[address(1)])):
                 await trio.sleep_forever()
         await wait_until(everyone_sees(members, address(60), Status.LEFT), within=5)
+
+
+async def _seeded_run(seed: int, outcome: list[object]) -> None:
+    seed_trio_scheduler(seed)
+    net = SimNetwork(seed=seed, loss=0.05, jitter=0.001)
+    async with open_cluster(net, 12) as members, trio.open_nursery() as nursery:
+        recorder = Recorder()
+        await recorder.watch(nursery, members)
+        await wait_until(converged(members), within=30)
+        net.crash(members[7].address)
+        await trio.sleep(20)
+        await members[0].broadcast(b"x")
+        await trio.sleep(5)
+        nursery.cancel_scope.cancel()
+    outcome.append(sorted(f"{t:.6f} {who} {e!r}" for t, who, e in recorder.events))
+    outcome.append(net.delivered)
+
+
+def replay(seed: int) -> list[object]:
+    outcome: list[object] = []
+    trio.run(_seeded_run, seed, outcome, clock=trio.testing.MockClock(autojump_threshold=0))
+    return outcome
+
+
+def test_the_same_seed_gives_the_same_run() -> None:
+    first = replay(5)
+    assert replay(5) == first
+    assert replay(6) != first
