@@ -33,8 +33,6 @@ def test_defaults_follow_smudge() -> None:
         ({"multicast_address": "10.0.0.1"}, "multicast_address='10.0.0.1'"),
         ({"lifeguard": 1}, "lifeguard=1: must be bool"),
         ({"max_broadcast_bytes": 1300}, "max_broadcast_bytes=1300"),
-        ({"probe_timeout_millis": 300}, "probe_timeout_millis=300"),
-        ({"min_probe_timeout_millis": 200}, "min_probe_timeout_millis=200"),
         ({"sync_interval_seconds": float("nan")}, "sync_interval_seconds=nan"),
     ],
 )
@@ -50,3 +48,13 @@ def test_config_error_is_a_value_error() -> None:
 def test_unknown_setting_is_refused() -> None:
     with pytest.raises(TypeError):
         Config(listen_prot=1)  # type: ignore[call-arg]
+
+
+def test_probe_timeout_is_capped_at_half_a_period() -> None:
+    short = Config(heartbeat_millis=100)
+    assert short.probe_timeout == 0.05
+    assert short.min_probe_timeout == 0.01
+    tiny = Config(heartbeat_millis=10)
+    assert (tiny.probe_timeout, tiny.min_probe_timeout) == (0.005, 0.005)
+    assert Config().probe_timeout == 0.1
+    assert Config(probe_timeout_millis=5).min_probe_timeout == 0.005

@@ -165,19 +165,11 @@ def test_empty_initial_hosts_means_none() -> None:
     assert Config.from_env({"SWIM_INITIAL_HOSTS": " , "}).initial_hosts == []
 
 
-def test_a_short_heartbeat_alone_brings_the_probe_timeouts_down() -> None:
+def test_a_short_heartbeat_alone_is_valid() -> None:
     cfg = Config.from_env({"SWIM_HEARTBEAT_MILLIS": "100"})
     assert cfg.heartbeat_millis == 100
-    assert cfg.probe_timeout_millis == 50
-    assert cfg.min_probe_timeout_millis == 10
-    tiny = Config.from_env({}, heartbeat_millis=2)
-    assert (tiny.probe_timeout_millis, tiny.min_probe_timeout_millis) == (1, 1)
-
-
-def test_probe_timeouts_that_were_set_are_kept() -> None:
-    cfg = Config.from_env({"SWIM_HEARTBEAT_MILLIS": "100", "SWIM_PROBE_TIMEOUT_MILLIS": "30"})
-    assert cfg.probe_timeout_millis == 30
-    assert Config.from_env({}, heartbeat_millis=1000).probe_timeout_millis == 100
+    assert cfg.probe_timeout_millis == 100
+    assert cfg.probe_timeout == 0.05
 
 
 @pytest.mark.parametrize(
@@ -214,14 +206,6 @@ def test_probe_timeouts_that_were_set_are_kept() -> None:
         ({"SWIM_CLUSTER_NAME": ""}, "SWIM_CLUSTER_NAME='': must be 1..64 bytes"),
         ({"SWIM_MAX_MEMBERS": "1"}, "SWIM_MAX_MEMBERS='1': must be 2..1000000"),
         (
-            {"SWIM_PROBE_TIMEOUT_MILLIS": "300"},
-            "SWIM_PROBE_TIMEOUT_MILLIS='300': must be less than heartbeat_millis (250)",
-        ),
-        (
-            {"SWIM_HEARTBEAT_MILLIS": "100", "SWIM_PROBE_TIMEOUT_MILLIS": "100"},
-            "SWIM_PROBE_TIMEOUT_MILLIS='100': must be less than heartbeat_millis (100)",
-        ),
-        (
             {"SWIM_MAX_BROADCAST_BYTES": "1300"},
             "SWIM_MAX_BROADCAST_BYTES='1300': must leave 200 bytes of max_packet_bytes (1400)",
         ),
@@ -240,6 +224,6 @@ def test_a_bad_keyword_argument_names_the_setting() -> None:
 
 
 def test_a_conflict_with_a_keyword_argument_names_the_setting() -> None:
-    message = "probe_timeout_millis=100: must be less than heartbeat_millis (100)"
+    message = "max_broadcast_bytes=500: must leave 200 bytes of max_packet_bytes (600)"
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
-        Config.from_env({"SWIM_HEARTBEAT_MILLIS": "100"}, probe_timeout_millis=100)
+        Config.from_env({"SWIM_MAX_PACKET_BYTES": "600"}, max_broadcast_bytes=500)

@@ -62,9 +62,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     max_packet_bytes: int = 1400
     """Largest datagram sent or accepted."""
     probe_timeout_millis: int = 100
-    """Time to wait for a direct ack (the ceiling when the timeout is adaptive)."""
+    """Time to wait for a direct ack (the ceiling when adaptive); capped at half a period."""
     min_probe_timeout_millis: int = 10
-    """Floor of the adaptive probe timeout."""
+    """Floor of the adaptive probe timeout (never above the probe timeout)."""
     adaptive_probe_timeout: bool = True
     """Derive the ack timeout from measured round-trip times (mean + 3 sigma)."""
     gossip_interval_millis: int = 200
@@ -131,7 +131,6 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             except _Invalid as exc:
                 raise ConfigError(f"{variable}={raw!r}: {exc.why}") from None
             from_environment[name] = raw
-        _derive_probe_timeouts(settings, given=set(overrides) | set(from_environment))
         try:
             _check_consistency(settings)
         except _Invalid as exc:
@@ -145,6 +144,20 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     def period(self) -> float:
         """The protocol period in seconds."""
         return self.heartbeat_millis / 1000
+
+    @property
+    def probe_timeout(self) -> float:
+        """Seconds to wait for a direct ack: ``probe_timeout_millis``, at most half a period.
+
+        The cap leaves the rest of the period for the indirect probes, so a
+        short heartbeat needs no matching probe timeout.
+        """
+        return min(self.probe_timeout_millis, self.heartbeat_millis / 2) / 1000
+
+    @property
+    def min_probe_timeout(self) -> float:
+        """Floor of the adaptive probe timeout in seconds (never above :attr:`probe_timeout`)."""
+        return min(self.min_probe_timeout_millis / 1000, self.probe_timeout)
 
 
 def env_variable(name: str) -> str:
@@ -188,19 +201,6 @@ def _parse_env_value(field_type: type, raw: str) -> Any:
     if field_type is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     return raw
-
-
-def _derive_probe_timeouts(settings: dict[str, Any], given: set[str]) -> None:
-    """Bring unset probe timeouts under a heartbeat that was set."""
-    if "heartbeat_millis" not in given:
-        return
-    half_period = max(1, settings["heartbeat_millis"] // 2)
-    if "probe_timeout_millis" not in given:
-        settings["probe_timeout_millis"] = min(settings["probe_timeout_millis"], half_period)
-    if "min_probe_timeout_millis" not in given:
-        settings["min_probe_timeout_millis"] = min(
-            settings["min_probe_timeout_millis"], settings["probe_timeout_millis"]
-        )
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -295,16 +295,6 @@ def _check_field(name: str, value: Any) -> None:
 
 def _check_consistency(settings: Mapping[str, Any]) -> None:
     """Check the settings that constrain each other (each one already valid alone)."""
-    if settings["min_probe_timeout_millis"] > settings["probe_timeout_millis"]:
-        raise _Invalid(
-            "min_probe_timeout_millis",
-            f"must not exceed probe_timeout_millis ({settings['probe_timeout_millis']})",
-        )
-    if settings["probe_timeout_millis"] >= settings["heartbeat_millis"]:
-        raise _Invalid(
-            "probe_timeout_millis",
-            f"must be less than heartbeat_millis ({settings['heartbeat_millis']})",
-        )
     header_room = 200
     if settings["max_broadcast_bytes"] > settings["max_packet_bytes"] - header_room:
         raise _Invalid(

@@ -184,9 +184,7 @@ class Member:
         self._timers: TimerHeap[_Timer] = TimerHeap()
         self._timer_wakeup = trio.Event()
         self._health = LocalHealth(config.awareness_max_multiplier)
-        self._rtt = RttEstimator(
-            config.min_probe_timeout_millis / 1000, config.probe_timeout_millis / 1000
-        )
+        self._rtt = RttEstimator(config.min_probe_timeout, config.probe_timeout)
         self._suspicions: dict[str, Suspicion] = {}
         # Suspects whose unconfirmed suspicion ran out, probed next (in this
         # order) before any verdict; at most one entry per suspicion.
@@ -460,7 +458,7 @@ class Member:
         wait = nack_timeout(
             self._base_probe_timeout(),
             self.config.period,
-            self.config.probe_timeout_millis / 1000,
+            self.config.probe_timeout,
         )
         self._schedule(now + wait, ("relay", "", seq))
 
@@ -714,7 +712,7 @@ class Member:
         """The ack timeout before local health scales it."""
         if self.config.adaptive_probe_timeout:
             return self._rtt.timeout()
-        return self.config.probe_timeout_millis / 1000
+        return self.config.probe_timeout
 
     def _probe_timeout(self) -> float:
         return self._base_probe_timeout() * self._health.multiplier
