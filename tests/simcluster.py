@@ -72,3 +72,16 @@ class Recorder:
     async def _record(self, who: str, stream: AsyncIterator[Event]) -> None:
         async for event in stream:
             self.events.append((trio.current_time(), who, event))
+
+
+@asynccontextmanager
+async def watched_cluster(
+    net: SimNetwork, size: int, *, within: float = 30, **settings: Any
+) -> AsyncIterator[tuple[list[Member], Recorder]]:
+    """A converged cluster whose events are recorded from then on, until exit."""
+    async with open_cluster(net, size, **settings) as members, trio.open_nursery() as nursery:
+        await wait_until(converged(members), within=within)
+        recorder = Recorder()
+        await recorder.watch(nursery, members)
+        yield members, recorder
+        nursery.cancel_scope.cancel()

@@ -27,6 +27,7 @@ from simcluster import (
     open_cluster,
     status_seen,
     wait_until,
+    watched_cluster,
 )
 
 PERIOD = 0.25
@@ -46,10 +47,7 @@ async def test_a_crashed_member_is_declared_dead_by_all(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     net = SimNetwork(seed=2)
-    async with open_cluster(net, 50) as members, trio.open_nursery() as nursery:
-        await wait_until(converged(members), within=30)
-        recorder = Recorder()
-        await recorder.watch(nursery, members)
+    async with watched_cluster(net, 50, within=30) as (members, recorder):
         victim = members[17].address
         net.crash(victim)
         took = await wait_until(everyone_sees(members, victim, Status.DEAD), within=60)
@@ -60,7 +58,6 @@ async def test_a_crashed_member_is_declared_dead_by_all(
             if isinstance(e, StatusChanged) and e.node.address == victim and e.status is Status.DEAD
         }
         assert dead_reports == {m.address for m in members} - {victim}
-        nursery.cancel_scope.cancel()
 
 
 @pytest.mark.parametrize("lifeguard", [True, False])
@@ -85,10 +82,7 @@ async def test_a_suspected_live_member_refutes_and_is_never_declared_dead(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     net = SimNetwork(seed=4)
-    async with open_cluster(net, 10) as members, trio.open_nursery() as nursery:
-        await wait_until(converged(members), within=10)
-        recorder = Recorder()
-        await recorder.watch(nursery, members)
+    async with watched_cluster(net, 10, within=10) as (members, recorder):
         victim = members[3]
         before = victim.node.incarnation
         net.pause(victim.address, 0.6)  # long enough to be suspected, not to die
@@ -107,7 +101,6 @@ async def test_a_suspected_live_member_refutes_and_is_never_declared_dead(
         ]
         assert Status.SUSPECT in verdicts
         assert Status.DEAD not in verdicts
-        nursery.cancel_scope.cancel()
 
 
 async def test_suspicion_injected_from_outside_is_refuted(
@@ -155,11 +148,8 @@ async def test_a_broadcast_reaches_all_fifty_exactly_once_under_loss(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     net = SimNetwork(seed=7)
-    async with open_cluster(net, 50) as members, trio.open_nursery() as nursery:
-        await wait_until(converged(members), within=30)
+    async with watched_cluster(net, 50, within=30) as (members, recorder):
         net.set_loss(0.05)
-        recorder = Recorder()
-        await recorder.watch(nursery, members)
         await members[0].broadcast(b"hello, cluster")
         await trio.sleep(30)
         received = [who for _, who, e in recorder.events if isinstance(e, BroadcastReceived)]
@@ -169,15 +159,11 @@ async def test_a_broadcast_reaches_all_fifty_exactly_once_under_loss(
             for _, _, e in recorder.events
             if isinstance(e, BroadcastReceived)
         )
-        nursery.cancel_scope.cancel()
 
 
 async def test_many_broadcasts_all_arrive_once(autojump_clock: trio.testing.MockClock) -> None:
     net = SimNetwork(seed=8)
-    async with open_cluster(net, 12) as members, trio.open_nursery() as nursery:
-        await wait_until(converged(members), within=10)
-        recorder = Recorder()
-        await recorder.watch(nursery, members)
+    async with watched_cluster(net, 12, within=10) as (members, recorder):
         for i, m in enumerate(members):
             await m.broadcast(f"from {i}".encode())
         await trio.sleep(20)
@@ -191,7 +177,6 @@ async def test_many_broadcasts_all_arrive_once(autojump_clock: trio.testing.Mock
             if m is not members[i]
         )
         assert got == expected
-        nursery.cancel_scope.cancel()
 
 
 async def test_broadcast_over_the_limit_raises(autojump_clock: trio.testing.MockClock) -> None:
@@ -350,15 +335,11 @@ async def test_a_member_cancelled_from_outside_still_leaves(
 async def _seeded_run(seed: int, outcome: list[object]) -> None:
     seed_trio_scheduler(seed)
     net = SimNetwork(seed=seed, loss=0.05, jitter=0.001)
-    async with open_cluster(net, 12) as members, trio.open_nursery() as nursery:
-        recorder = Recorder()
-        await recorder.watch(nursery, members)
-        await wait_until(converged(members), within=30)
+    async with watched_cluster(net, 12) as (members, recorder):
         net.crash(members[7].address)
         await trio.sleep(20)
         await members[0].broadcast(b"x")
         await trio.sleep(5)
-        nursery.cancel_scope.cancel()
     outcome.append(sorted(f"{t:.6f} {who} {e!r}" for t, who, e in recorder.events))
     outcome.append(net.delivered)
 
