@@ -440,3 +440,24 @@ async def test_halves_that_removed_each_other_reunite_through_their_seed(
             lambda: all(len(m.healthy_members()) == 6 for m in members), within=120
         )
         assert took <= 1.5 * 30 + 5
+
+
+async def test_a_refuted_rumour_in_a_state_exchange_is_answered(
+    autojump_clock: trio.testing.MockClock,
+) -> None:
+    net = SimNetwork(seed=22)
+    async with open_cluster(net, 2) as (a, b):
+        await wait_until(converged([a, b]), within=5)
+        b.receive_datagram(
+            Codec("trio-swim", 1400).encode(
+                a.address, [Update(b.address, WireStatus.SUSPECT, 0, a.address)]
+            )
+        )
+        assert b.node.incarnation == 1
+        # A state exchange still carrying the refuted suspicion gets b's record back.
+        stale = Sync(False, [Update(b.address, WireStatus.SUSPECT, 0, a.address)])
+        queued = b._outbox_send.statistics().current_buffer_used
+        b.receive_datagram(Codec("trio-swim", 1400).encode(a.address, [stale]))
+        assert b._outbox_send.statistics().current_buffer_used == queued + 1
+        await trio.sleep(0.01)
+        assert record_of(a, b.address) == Node(b.address, Status.ALIVE, 1)

@@ -480,7 +480,7 @@ class Member:
                 # Another member's verdict is only a suspicion here: the
                 # member may be reachable from this side (a healed partition).
                 suspicion = Update(update.address, WireStatus.SUSPECT, update.incarnation, sender)
-                self._on_update(suspicion, now)
+                self._on_update(suspicion, now, sender)
                 if self._table.get(update.address) == Node(
                     update.address, Status.SUSPECT, update.incarnation
                 ):
@@ -496,7 +496,7 @@ class Member:
                 # It is alive for the sender: probe it now rather than at the
                 # next backoff step.
                 self._schedule(now, ("retry", update.address, -1))
-            self._on_update(update, now)
+            self._on_update(update, now, sender)
         waiter = self._join_replies.get(sender)
         if waiter is not None:
             waiter.set()
