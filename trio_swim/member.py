@@ -193,6 +193,8 @@ class Member:
         self._pending: dict[int, _Probe | _Relay] = {}
         self._last_sync_reply: dict[str, float] = {}
         self._last_dead_notice: dict[str, float] = {}
+        # Senders not in the table, and when they were first heard from.
+        self._unknown_since: dict[str, float] = {}
         self._join_replies: dict[str, trio.Event] = {}
         self._seq = rng.getrandbits(40)
         self._broadcast_seq = rng.getrandbits(40)
@@ -417,6 +419,20 @@ class Member:
             elif isinstance(message, Announce):
                 self._on_announce(sender, now)
         self._notice_if_dead(sender, now)
+        self._notice_if_unknown(sender, now)
+
+    def _notice_if_unknown(self, sender: str, now: float) -> None:
+        """A member we do not know keeps talking to us: gossip about it passed us
+        by. Once gossip has had its time, ask the member itself for its state."""
+        if self._table.get(sender) is not None or self._table.tombstone(sender, now) is not None:
+            return
+        if len(self._unknown_since) >= self.config.max_members:
+            self._unknown_since.clear()
+        first = self._unknown_since.setdefault(sender, now)
+        limit = retransmit_limit(self.config.retransmit_mult, self._table.live_count)
+        if now - first >= limit * self.config.period and self._may_send_state(sender, now):
+            del self._unknown_since[sender]
+            self._send_state(sender, want_reply=True)
 
     def _notice_if_dead(self, sender: str, now: float) -> None:
         """A member we hold DEAD/LEFT (or removed) is talking: tell it, so it refutes."""
@@ -587,6 +603,8 @@ class Member:
             removal = now + self.config.left_removal_seconds
             self._schedule(removal, ("remove", address, node.incarnation))
         previous = change.previous
+        if previous is None:
+            self._unknown_since.pop(address, None)
         if previous is None or previous.status is not node.status:
             self._hub.publish(
                 StatusChanged(node, node.status, None if previous is None else previous.status)
@@ -822,7 +840,10 @@ class Member:
         """Join ``initial_hosts`` until one answers, then keep them in view.
 
         Before the first answer, tries back off (with jitter, so a crowd
-        started together spreads out). Afterwards, every
+        started together spreads out). Once gossip has had time to spread
+        what the cluster learned meanwhile, one more exchange with a random
+        member fills in anything that passed this member by (members that
+        joined alongside it, in a crowd). Afterwards, every
         ``SEED_RECHECK_SECONDS`` a seed this member no longer holds live (a
         long partition made both sides remove each other) is sent a state
         exchange, which reunites the halves once the network allows.
@@ -837,6 +858,10 @@ class Member:
                 break
             await trio.sleep(self._rng.uniform(0, wait))
             wait = min(wait * 2, SEED_RECHECK_SECONDS)
+        limit = retransmit_limit(self.config.retransmit_mult, self._table.live_count)
+        await trio.sleep(limit * self.config.period * (1 + self._rng.random()))
+        for target in self._table.random_live(1):
+            self._send_state(target, want_reply=True)
         while True:
             await trio.sleep(SEED_RECHECK_SECONDS * (0.5 + self._rng.random()))
             for target in await self._resolve_seeds():
