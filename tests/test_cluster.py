@@ -360,17 +360,17 @@ async def test_a_member_that_missed_a_newcomer_learns_it_from_its_pings(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
     # a is cut off from b, so b's gossip about c never reaches a; c joins
-    # through b and then pings a. Periodic sync is off: only the unknown
-    # sender's own packets can tell a about c.
+    # through b and then pings a. Periodic sync is off, and join() makes no
+    # follow-up exchange: only the unknown sender's own packets can tell a.
     net = SimNetwork(seed=23)
-    quiet = {"sync_interval_seconds": 0}
-    async with (
-        net.open_member(Config(listen_port=1, **quiet)) as a,
-        net.open_member(Config(listen_port=2, initial_hosts=[address(1)], **quiet)) as b,
-    ):
+
+    def quiet(port: int, *hosts: str) -> Config:
+        return Config(listen_port=port, initial_hosts=list(hosts), sync_interval_seconds=0)
+
+    async with net.open_member(quiet(1)) as a, net.open_member(quiet(2, address(1))) as b:
         await wait_until(converged([a, b]), within=5)
         net.partition([a.address], [b.address])
-        cfg = Config(listen_port=3, initial_hosts=[address(2)], **quiet)
-        async with net.open_member(cfg) as c:
+        async with net.open_member(quiet(3)) as c:
+            assert await c.join(b.address) == 1  # join() makes no follow-up exchange
             took = await wait_until(lambda: status_seen(a, c.address) is Status.ALIVE, within=30)
             assert took <= 12 * PERIOD
