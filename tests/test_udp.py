@@ -94,6 +94,22 @@ async def test_garbage_datagrams_are_counted_not_fatal() -> None:
         assert converged(members)()
 
 
+async def test_one_deeply_nested_datagram_does_not_kill_a_member() -> None:
+    # 1,330 bytes: an int, a string, a sender, then 1,300 nested arrays. It
+    # used to raise RecursionError out of the receive loop and open_member.
+    attack = b"\x94\x07\xa1x\xa91.2.3.4:5" + b"\x91" * 1300 + b"\xc0"
+    async with udp_cluster(2) as members:
+        await wait_until(converged(members), within=10)
+        a = members[0]
+        host, port = a.address.rsplit(":", 1)
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
+            for _ in range(5):
+                raw.sendto(attack, (host, int(port)))
+        await wait_until(lambda: a.statistics().dropped_malformed >= 5, within=5)
+        await trio.sleep(0.5)
+        assert converged(members)()
+
+
 async def test_address_in_use_raises_a_clear_error() -> None:
     async with open_member(Config(listen_port=0)) as m:
         port = int(m.address.rsplit(":", 1)[1])

@@ -102,10 +102,6 @@ class _Header(msgspec.Struct, array_like=True, frozen=True):
     cluster: str
 
 
-# msgspec raises UnicodeDecodeError (a ValueError), not DecodeError, on bad UTF-8.
-_DECODE_ERRORS = (msgspec.DecodeError, ValueError)
-
-
 class DropReason(enum.Enum):
     """Why an incoming datagram was dropped."""
 
@@ -142,18 +138,23 @@ class Codec:
         return len(self.encode(sender, [])) + 2
 
     def decode(self, data: bytes) -> Packet | DropReason:
-        """Decode and check one datagram; see :class:`DropReason` for refusals."""
+        """Decode and check one datagram; see :class:`DropReason` for refusals.
+
+        This is the one place remote bytes meet the decoder, so it is the one
+        place that catches whatever decoding raises: ``DecodeError`` and
+        ``ValidationError``, ``UnicodeDecodeError`` on bad UTF-8,
+        ``RecursionError`` when msgspec skips a deeply nested value (a
+        datagram of about a thousand nested arrays is enough), or
+        ``MemoryError``. Every such datagram is malformed.
+        """
         if len(data) > self.max_packet_bytes:
             return DropReason.OVERSIZED
         try:
             header = self._header_decoder.decode(data)
-        except _DECODE_ERRORS:
-            return DropReason.MALFORMED
-        if header.version != PROTOCOL_VERSION:
-            return DropReason.VERSION
-        if header.cluster != self.cluster_name:
-            return DropReason.FOREIGN_CLUSTER
-        try:
+            if header.version != PROTOCOL_VERSION:
+                return DropReason.VERSION
+            if header.cluster != self.cluster_name:
+                return DropReason.FOREIGN_CLUSTER
             return self._decoder.decode(data)
-        except _DECODE_ERRORS:
+        except Exception:
             return DropReason.MALFORMED
