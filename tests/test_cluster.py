@@ -81,7 +81,10 @@ async def test_dead_is_declared_exactly_one_suspicion_timeout_after_suspect(
 async def test_a_suspected_live_member_refutes_and_is_never_declared_dead(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    net = SimNetwork(seed=4)
+    # Seeded so that the victim's probes fall inside its pause: it is suspected
+    # only if its turn in some member's probe order comes early enough.
+    seed_trio_scheduler(8)
+    net = SimNetwork(seed=8)
     async with watched_cluster(net, 10, within=10) as (members, recorder):
         victim = members[3]
         before = victim.node.incarnation
@@ -147,6 +150,9 @@ async def test_partition_then_heal_restores_one_cluster(
 async def test_a_broadcast_reaches_all_fifty_exactly_once_under_loss(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
+    # Seeded: at 5% loss about one run in thirty leaves one member unreached
+    # (epidemic spread reaches everyone with high probability, not always).
+    seed_trio_scheduler(7)
     net = SimNetwork(seed=7)
     async with watched_cluster(net, 50, within=30) as (members, recorder):
         net.set_loss(0.05)

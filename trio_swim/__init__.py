@@ -1,11 +1,11 @@
 """SWIM cluster membership, failure detection and small broadcasts for trio."""
 
+from ._hub import EventStream as EventStream
 from .config import Config as Config
 from .config import ConfigError as ConfigError
 from .events import BroadcastReceived as BroadcastReceived
 from .events import Event as Event
 from .events import EventsMissed as EventsMissed
-from .events import EventStream as EventStream
 from .events import MemberRemoved as MemberRemoved
 from .events import StatusChanged as StatusChanged
 from .member import BroadcastTooLarge as BroadcastTooLarge

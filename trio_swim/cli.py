@@ -23,22 +23,16 @@ import os
 import random
 import signal
 import sys
-import time
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any, Final, NoReturn
 
 import trio
 
+from ._hub import EventStream
 from .addresses import AddressError, format_address, is_ip_literal, split_address
 from .config import Config, ConfigError
-from .events import (
-    BroadcastReceived,
-    Event,
-    EventStream,
-    MemberRemoved,
-    StatusChanged,
-)
-from .member import Member, open_member, run_member
+from .events import BroadcastReceived, Event, MemberRemoved, StatusChanged
+from .member import Member, open_member, run_member, wall_clock_incarnation
 from .membership import Status
 from .transport import KillableTransport, open_udp_transport
 
@@ -677,7 +671,7 @@ class _Demo:
         kill_scope = trio.CancelScope()
         with kill_scope:
             async with run_member(
-                config, transport, rng=random.Random(), incarnation=time.time_ns() // 1_000_000
+                config, transport, rng=random.Random(), incarnation=wall_clock_incarnation()
             ) as member:
                 node = _DemoNode(label, member, transport, kill_scope)
                 events = member.events()

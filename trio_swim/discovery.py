@@ -4,7 +4,7 @@ With ``Config.multicast_enabled``, the member runs discovery in its nursery.
 Discovery joins the group ``multicast_address:multicast_port`` on the
 interface that owns ``listen_ip``, announces the member once at start and then
 every ``multicast_announce_interval`` seconds (0: only at start), and passes
-every datagram it hears on the group to :meth:`Member.receive_datagram`.
+every datagram it hears on the group to the member's protocol core.
 
 An announcement is an ordinary packet (protocol version, cluster name, sender
 address) holding one :class:`~trio_swim.wire.Announce`, so the rules of the
@@ -14,7 +14,8 @@ version, too large, or that does not decode is dropped and counted in
 know yet is sent a full-state exchange, after which each knows the other. The
 member's own announcements, looped back by the kernel, are recognised by their
 exact bytes and ignored. Discovery traffic is included in the member's packet
-and byte counters; a failed announcement counts as a send error.
+and byte counters (its own looped-back announcements are not); a failed
+announcement counts as a send error.
 
 Several members on one host share the group port: the socket sets
 ``SO_REUSEADDR`` before binding the group address, which on Linux and on BSD
@@ -35,18 +36,14 @@ from __future__ import annotations
 import ipaddress
 import socket
 import struct
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 import trio
 
 from .addresses import format_address
 from .config import Config, ConfigError
-from .wire import Announce
-
-if TYPE_CHECKING:
-    from .member import Member
 
 DEFAULT_GROUP_V4: Final = "239.255.90.90"
 """Group joined when ``multicast_address`` is empty and ``listen_ip`` is IPv4."""
@@ -185,34 +182,12 @@ def interface_index(ip: str) -> int:
     return 0
 
 
-async def run_discovery(member: Member, sock: MulticastSocket | None = None) -> None:
-    """Announce ``member`` on its multicast group and hand it what is heard there.
+def open_discovery_socket(config: Config) -> MulticastSocket:
+    """Join the multicast group of ``config`` now, before the member starts.
 
-    Runs until cancelled, then closes ``sock``: a socket from
-    :func:`open_multicast_socket`, or (if None) one opened here on the group
-    of ``member.config``.
-    """
-    if sock is None:
-        config = member.config
-        sock = open_multicast_socket(
-            config.listen_ip, multicast_group(config), config.multicast_port
-        )
-    try:
-        announcement = member._codec.encode(member.address, [Announce()])
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(_listen, member, sock, announcement)
-            nursery.start_soon(_announce, member, sock, announcement)
-    finally:
-        sock.close()
-
-
-def discovery_task(config: Config) -> Callable[[Member], Awaitable[None]]:
-    """Open the multicast socket for ``config`` now; return the task that runs discovery.
-
-    Opening before the member starts makes a refused socket an
-    :class:`OSError` from ``open_member`` itself, and a group of the other
-    family than ``listen_ip`` a :class:`ConfigError`. The returned task closes
-    the socket when it ends (also when it is cancelled before it first runs).
+    Opening first makes a refused socket an :class:`OSError` from
+    ``open_member`` itself, and a group of the other family than
+    ``listen_ip`` a :class:`ConfigError`.
     """
     group = multicast_group(config)
     if _is_ipv6(group) != _is_ipv6(config.listen_ip):
@@ -221,39 +196,58 @@ def discovery_task(config: Config) -> Callable[[Member], Awaitable[None]]:
             f"multicast_address={group!r}: must be an {family} group, as listen_ip "
             f"{config.listen_ip!r} is"
         )
-    sock = open_multicast_socket(config.listen_ip, group, config.multicast_port)
-
-    async def discovery(member: Member) -> None:
-        await run_discovery(member, sock)
-
-    return discovery
+    return open_multicast_socket(config.listen_ip, group, config.multicast_port)
 
 
-async def _announce(member: Member, sock: MulticastSocket, announcement: bytes) -> None:
-    interval = member.config.multicast_announce_interval
-    counts = member._counts
+async def run_discovery(
+    sock: MulticastSocket,
+    announcement: bytes,
+    *,
+    interval: float,
+    max_packet_bytes: int,
+    deliver: Callable[[bytes], None],
+    count_send: Callable[[int | None], None],
+) -> None:
+    """Announce on ``sock`` and hand every other datagram heard there to ``deliver``.
+
+    ``announcement`` goes out at once and then every ``interval`` seconds
+    (0: only at start); ``count_send`` is told the size of each one sent, or
+    None when the system refused it. Runs until cancelled, then closes
+    ``sock`` (also when cancelled before it first ran).
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_listen, sock, announcement, max_packet_bytes, deliver)
+            nursery.start_soon(_announce, sock, announcement, interval, count_send)
+    finally:
+        sock.close()
+
+
+async def _announce(
+    sock: MulticastSocket,
+    announcement: bytes,
+    interval: float,
+    count_send: Callable[[int | None], None],
+) -> None:
     while True:
-        if await sock.send(announcement):
-            counts.packets_sent += 1
-            counts.bytes_sent += len(announcement)
-        else:
-            counts.send_errors += 1
+        count_send(len(announcement) if await sock.send(announcement) else None)
         if interval <= 0:
             return
         await trio.sleep(interval)
 
 
-async def _listen(member: Member, sock: MulticastSocket, announcement: bytes) -> None:
+async def _listen(
+    sock: MulticastSocket,
+    announcement: bytes,
+    max_packet_bytes: int,
+    deliver: Callable[[bytes], None],
+) -> None:
     # One byte over the limit, so an oversized datagram is seen (and counted)
     # as oversized rather than cut to a plausible length.
-    limit = member.config.max_packet_bytes + 1
-    counts = member._counts
     while True:
-        data = await sock.receive(limit)
-        counts.packets_received += 1
-        counts.bytes_received += len(data)
+        data = await sock.receive(max_packet_bytes + 1)
         if data != announcement:
-            member.receive_datagram(data)
+            deliver(data)
 
 
 def _is_ipv6(ip: str) -> bool:

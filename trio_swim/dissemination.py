@@ -76,6 +76,11 @@ class PiggybackQueue(Generic[T]):
         Each taken message counts one send; one that reaches ``limit`` sends
         is dropped from the queue.
         """
+        return self.take_sized(budget, limit)[0]
+
+    def take_sized(self, budget: int, limit: int) -> tuple[list[T], int]:
+        """Like :meth:`take`, and also the bytes the taken messages use."""
+        room = budget
         taken: list[Hashable] = []
         scanned = misses = 0
 
@@ -108,7 +113,7 @@ class PiggybackQueue(Generic[T]):
                 self._by_sends.append({})
             self._by_sends[entry.sends][key] = None
         self._drop_exhausted(limit)
-        return messages
+        return messages, room - budget
 
     def _drop_exhausted(self, limit: int) -> None:
         # The limit falls when the cluster shrinks.

@@ -7,10 +7,13 @@ Nothing here sleeps, sends or reads a clock: callers pass ``now``.
 from __future__ import annotations
 
 import enum
-import random
 from collections import OrderedDict
+from typing import TYPE_CHECKING
 
 import msgspec
+
+if TYPE_CHECKING:
+    import random
 
 
 class Status(enum.Enum):
@@ -243,3 +246,45 @@ class MemberTable:
         if last != address:
             self._live[index] = last
             self._live_index[last] = index
+
+
+class DeadRetries:
+    """Where each DEAD member is in its retry schedule.
+
+    A member is retried 1, 2, 4 ... periods after its verdict and removed
+    after the last retry; ``attempt`` numbers the retries, so a timer set for
+    an earlier life of the member (it came back and died again) is stale.
+    Bound: one entry per DEAD member of the table.
+    """
+
+    def __init__(self) -> None:
+        # Insertion order is the order of the early retries (oldest first).
+        self._attempts: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self._attempts)
+
+    def start(self, address: str) -> None:
+        """``address`` was just declared DEAD: its schedule starts at attempt 0."""
+        self._attempts[address] = 0
+
+    def stop(self, address: str) -> bool:
+        """``address`` is no longer DEAD (or was removed); True if it was scheduled."""
+        return self._attempts.pop(address, None) is not None
+
+    def is_current(self, address: str, attempt: int) -> bool:
+        """True if retry ``attempt`` of ``address`` is the one its schedule is at."""
+        return self._attempts.get(address) == attempt
+
+    def advance(self, address: str, attempt: int) -> None:
+        """Retry ``attempt`` was sent; the schedule moves to the next one."""
+        self._attempts[address] = attempt + 1
+
+    def longest_waiting(self) -> str | None:
+        """The member that has waited longest for an early retry, moved to the
+        back of the line so that the next call picks another."""
+        if not self._attempts:
+            return None
+        address = next(iter(self._attempts))
+        self._attempts[address] = self._attempts.pop(address)
+        return address

@@ -4,7 +4,6 @@ timeouts, and the adaptive probe timeout."""
 from __future__ import annotations
 
 import math
-import statistics
 from collections import deque
 
 
@@ -156,8 +155,9 @@ class RttEstimator:
         """The ack timeout to use now."""
         if len(self._samples) < self.min_samples:
             return self.ceiling
-        mean = statistics.fmean(self._samples)
-        spread = statistics.pstdev(self._samples, mean)
+        count = len(self._samples)
+        mean = math.fsum(self._samples) / count
+        spread = math.sqrt(math.fsum((s - mean) ** 2 for s in self._samples) / count)
         return min(self.ceiling, max(self.floor, mean + 3 * spread))
 
 

@@ -1,7 +1,10 @@
-"""Timers as data: one heap of (deadline, item), popped by one task.
+"""Timers as data: one heap of (deadline, timer), and the timer kinds of the core.
 
-Items are plain values; whoever handles a popped item checks that it still
-applies (a stale timer does nothing), so nothing is ever cancelled.
+Each kind is a small frozen struct that names what is due and carries the
+token (a probe's seq, a record's incarnation, a retry's attempt) by which its
+handler recognises a stale timer: one whose moment has passed for another
+reason (the probe was answered, the member refuted, died again or left). A
+stale timer does nothing, so nothing is ever cancelled.
 """
 
 from __future__ import annotations
@@ -9,6 +12,8 @@ from __future__ import annotations
 import heapq
 import itertools
 from typing import Generic, TypeVar
+
+import msgspec
 
 T = TypeVar("T")
 
@@ -31,9 +36,121 @@ class TimerHeap(Generic[T]):
         """The earliest deadline, if any."""
         return self._heap[0][0] if self._heap else None
 
-    def pop_due(self, now: float) -> list[T]:
-        """Remove and return every item whose deadline is at or before ``now``."""
-        due = []
-        while self._heap and self._heap[0][0] <= now:
-            due.append(heapq.heappop(self._heap)[2])
-        return due
+    def pop_due(self, now: float) -> T | None:
+        """Remove and return the earliest item due at or before ``now``, if any."""
+        if self._heap and self._heap[0][0] <= now:
+            return heapq.heappop(self._heap)[2]
+        return None
+
+
+class ProbePeriodEnd(msgspec.Struct, frozen=True):
+    """The protocol period is over: conclude its probe, start the next period.
+
+    Never stale: exactly one is pending while the member runs.
+    """
+
+
+class ProbeTimeout(msgspec.Struct, frozen=True):
+    """The direct ping ``seq`` had its time: ask helpers to ping the target.
+
+    Stale once that probe was answered (it is no longer the current probe).
+    """
+
+    seq: int
+
+
+class SuspicionDue(msgspec.Struct, frozen=True):
+    """The suspicion of ``address`` at ``incarnation`` may have run out.
+
+    Stale if the member refuted, died or left meanwhile, or if a restarted
+    suspicion moved the deadline (a later timer stands for it).
+    """
+
+    address: str
+    incarnation: int
+
+
+class RetryDead(msgspec.Struct, frozen=True):
+    """Ping the DEAD member ``address`` again (retry number ``attempt``).
+
+    ``attempt`` None is a one-off early retry outside the backoff schedule.
+    Stale if the member is no longer DEAD, or died again since (a new
+    schedule started at attempt 0).
+    """
+
+    address: str
+    attempt: int | None
+
+
+class RemoveLeft(msgspec.Struct, frozen=True):
+    """Forget ``address``, which left at ``incarnation``. Stale if it came back."""
+
+    address: str
+    incarnation: int
+
+
+class RelayNack(msgspec.Struct, frozen=True):
+    """The ping relayed as ``seq`` got no ack yet: nack the requester.
+
+    Stale once the ack was relayed.
+    """
+
+    seq: int
+
+
+class RelayEnd(msgspec.Struct, frozen=True):
+    """Stop waiting for a late ack to the relayed ping ``seq``."""
+
+    seq: int
+
+
+class GossipDue(msgspec.Struct, frozen=True):
+    """Send pending news to a few random members. Repeats; never stale."""
+
+
+class SyncDue(msgspec.Struct, frozen=True):
+    """Exchange full state with one random member. Repeats; never stale."""
+
+
+class SeedAttempt(msgspec.Struct, frozen=True):
+    """Send a join to every seed (attempt number ``attempt``).
+
+    Stale if a seed answered meanwhile or a newer attempt was scheduled.
+    """
+
+    attempt: int
+
+
+class SeedWaitOver(msgspec.Struct, frozen=True):
+    """No seed answered join attempt ``attempt`` in time: back off and retry.
+
+    Stale if a seed answered meanwhile.
+    """
+
+    attempt: int
+
+
+class FollowUpSync(msgspec.Struct, frozen=True):
+    """After joining: one more exchange, for news that passed this member by."""
+
+
+class SeedRecheck(msgspec.Struct, frozen=True):
+    """Send a join to every seed no longer held live. Repeats; never stale."""
+
+
+Timer = (
+    ProbePeriodEnd
+    | ProbeTimeout
+    | SuspicionDue
+    | RetryDead
+    | RemoveLeft
+    | RelayNack
+    | RelayEnd
+    | GossipDue
+    | SyncDue
+    | SeedAttempt
+    | SeedWaitOver
+    | FollowUpSync
+    | SeedRecheck
+)
+"""Every kind of timer the protocol core sets."""

@@ -1,0 +1,998 @@
+"""The SWIM protocol as a synchronous state machine: :class:`Swim`.
+
+``Swim`` is the whole protocol of one member (probing, Lifeguard, suspicion,
+dissemination, broadcasts, state exchange, joining and leaving) with no I/O:
+it never sleeps, sends, reads a clock or draws from global randomness. Its
+owner feeds it datagrams and the time, and carries out what it asks::
+
+    swim = Swim(config, "10.0.0.1:7946", rng=random.Random(), incarnation=1, now=now)
+    swim.receive(data, now)              # a datagram arrived
+    swim.tick(now)                       # time passed: fire what is due
+    while (out := swim.next_datagram()) is not None:
+        address, data = out              # send it
+    while (event := swim.next_event()) is not None:
+        ...                              # StatusChanged, SyncAnswered ...
+    swim.next_deadline()                 # call tick() again then
+
+Every input is one call that completes before it returns, so an input can
+never be half applied, and the same inputs at the same times give the same
+outputs: that is what makes exact simulations and plain-call tests possible.
+The trio runner (:mod:`trio_swim.member`) and the trio-free
+:class:`trio_swim.testing.Simulation` are two owners of the same core.
+
+Outputs are pulled. What a datagram carries besides its own messages
+(piggybacked news, the "what we believe of you" record) is decided when it is
+pulled, so a sender that falls behind attaches the freshest news, and a
+datagram dropped before it is pulled spends none of the news' retransmit
+budget.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections import deque
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Final, NoReturn
+
+import msgspec
+
+from .addresses import is_canonical_ip_address
+from .config import Config
+from .dissemination import PiggybackQueue, SeenSet, retransmit_limit
+from .events import BroadcastReceived, MemberEvent, MemberRemoved, StatusChanged
+from .membership import Change, DeadRetries, MemberTable, Node, Refused, Refute, Status
+from .suspicion import (
+    LocalHealth,
+    RttEstimator,
+    Suspicion,
+    expected_confirmations,
+    min_suspicion_timeout,
+    nack_timeout,
+    probe_health_delta,
+)
+from .timers import (
+    FollowUpSync,
+    GossipDue,
+    ProbePeriodEnd,
+    ProbeTimeout,
+    RelayEnd,
+    RelayNack,
+    RemoveLeft,
+    RetryDead,
+    SeedAttempt,
+    SeedRecheck,
+    SeedWaitOver,
+    SuspicionDue,
+    SyncDue,
+    Timer,
+    TimerHeap,
+)
+from .wire import (
+    Ack,
+    Announce,
+    Codec,
+    DropReason,
+    Message,
+    Nack,
+    Packet,
+    Ping,
+    PingReq,
+    Sync,
+    Update,
+    UserBroadcast,
+    WireStatus,
+)
+
+if TYPE_CHECKING:
+    import random
+
+# Datagrams waiting to be pulled; when full, new ones are dropped (and
+# counted), as a congested network would drop them.
+SEND_QUEUE_SIZE: Final = 4096
+# Outstanding pings (own probes and relayed ping-reqs); further ping-reqs are
+# refused (counted) until some complete.
+MAX_PENDING_PINGS: Final = 1024
+# User broadcasts still being retransmitted; when full, the most-sent one is
+# dropped to make room.
+MAX_PENDING_BROADCASTS: Final = 1024
+# Broadcast ids remembered for de-duplication, and for how long.
+BROADCAST_MEMORY: Final = 8192
+BROADCAST_MEMORY_SECONDS: Final = 120.0
+# How often (on average) seeds that are no longer live members are asked again;
+# also the longest back-off between join attempts.
+SEED_RECHECK_SECONDS: Final = 30.0
+# Room left in a Sync datagram for its own header (tag, flag, list length).
+_SYNC_HEADER_SLACK: Final = 16
+# Addresses heard from the network whose form was checked, remembered so that
+# the check (an ipaddress parse) is done once per address; cleared when full.
+_CHECKED_ADDRESSES: Final = 16_384
+
+_WIRE_STATUS: Final = {
+    Status.ALIVE: WireStatus.ALIVE,
+    Status.SUSPECT: WireStatus.SUSPECT,
+    Status.DEAD: WireStatus.DEAD,
+    Status.LEFT: WireStatus.LEFT,
+}
+_STATUS: Final = {wire: status for status, wire in _WIRE_STATUS.items()}
+
+
+def default_join_wait(config: Config) -> float:
+    """How long a join waits for answers by default: four periods, at least a second."""
+    return max(1.0, 4 * config.period)
+
+
+def _assert_never(value: NoReturn) -> NoReturn:
+    raise AssertionError(f"unhandled: {value!r}")
+
+
+class BroadcastTooLarge(ValueError):
+    """A broadcast payload is over ``Config.max_broadcast_bytes``."""
+
+
+class SyncAnswered(msgspec.Struct, frozen=True):
+    """Notice for the runner: ``address`` sent its state (a join was answered)."""
+
+    address: str
+
+
+class LeaveAcked(msgspec.Struct, frozen=True):
+    """Notice for the runner: a member acknowledged this member's goodbye."""
+
+
+Output = MemberEvent | SyncAnswered | LeaveAcked
+"""What :meth:`Swim.next_event` returns: user events and runner notices."""
+
+
+class MemberStatistics(msgspec.Struct, frozen=True):
+    """Counters since the member started (see ``Member.statistics()``)."""
+
+    packets_sent: int
+    bytes_sent: int
+    packets_received: int
+    bytes_received: int
+    dropped_oversized: int
+    dropped_malformed: int
+    dropped_version: int
+    dropped_foreign_cluster: int
+    dropped_send_queue_full: int
+    send_errors: int
+    refused_ping_reqs: int
+    refused_table_full: int
+    refused_broadcasts: int
+    local_health: int
+    """Lifeguard's local health score now (0 = healthy)."""
+    probe_timeout: float
+    """The ack timeout now, in seconds."""
+
+
+@dataclasses.dataclass
+class _Counters:
+    packets_sent: int = 0
+    bytes_sent: int = 0
+    packets_received: int = 0
+    bytes_received: int = 0
+    dropped_send_queue_full: int = 0
+    refused_ping_reqs: int = 0
+    refused_table_full: int = 0
+    refused_broadcasts: int = 0
+
+
+class _Probe:
+    """This member's ping of ``target`` in the current period."""
+
+    __slots__ = (
+        "acked",
+        "helpers",
+        "nacks",
+        "period_end",
+        "round_trip",
+        "sent_at",
+        "seq",
+        "target",
+    )
+
+    def __init__(self, seq: int, target: str, sent_at: float) -> None:
+        self.seq = seq
+        self.target = target
+        self.sent_at = sent_at
+        self.acked = False
+        self.helpers = 0
+        """How many members were asked to ping the target for us."""
+        self.nacks = 0
+        self.round_trip: float | None = None
+        """Time to the target's own ack, even one too late for the timeout."""
+
+
+class _Relay:
+    """A ping sent on behalf of another member's ping-req."""
+
+    __slots__ = ("requester", "requester_seq")
+
+    def __init__(self, requester: str, requester_seq: int) -> None:
+        self.requester = requester
+        self.requester_seq = requester_seq
+
+
+class _OncePerInterval:
+    """Per-address "at most once every so often", with a bounded memory.
+
+    Bound: ``limit`` addresses; when full, everything is forgotten at once
+    (the next message from each is allowed again: a flood of new addresses
+    can only make this member answer once more, never grow the memory).
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._limit = limit
+        self._last: dict[str, float] = {}
+
+    def allow(self, address: str, now: float, interval: float) -> bool:
+        """True, and remembered, unless ``address`` was allowed within ``interval``."""
+        last = self._last.get(address)
+        if last is not None and now - last < interval:
+            return False
+        if len(self._last) >= self._limit:
+            self._last.clear()
+        self._last[address] = now
+        return True
+
+    def forget(self, address: str) -> None:
+        """Allow ``address`` again at once."""
+        self._last.pop(address, None)
+
+
+class Swim:
+    """One member's protocol state machine (sans-I/O); see the module docstring.
+
+    ``address`` is the canonical ``host:port`` the member is known by;
+    ``rng`` is its only source of randomness; ``incarnation`` is where its
+    own incarnation starts (a restarted member must start above any the
+    cluster saw: the runner uses the wall clock in milliseconds); ``now`` is
+    the time of creation, on the clock of every later call.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        address: str,
+        *,
+        rng: random.Random,
+        incarnation: int,
+        now: float,
+    ) -> None:
+        self.config = config
+        self.address = address
+        self._rng = rng
+        self._codec = Codec(config.cluster_name, config.max_packet_bytes)
+        self._envelope = self._codec.envelope_size(address)
+        self._table = MemberTable(address, incarnation, max_members=config.max_members, rng=rng)
+        self._updates: PiggybackQueue[Message] = PiggybackQueue(config.max_members)
+        self._broadcasts: PiggybackQueue[Message] = PiggybackQueue(MAX_PENDING_BROADCASTS)
+        self._seen = SeenSet(BROADCAST_MEMORY, BROADCAST_MEMORY_SECONDS)
+        self._timers: TimerHeap[Timer] = TimerHeap()
+        self._health = LocalHealth(config.awareness_max_multiplier)
+        self._rtt = RttEstimator(config.min_probe_timeout, config.probe_timeout)
+        self._suspicions: dict[str, Suspicion] = {}
+        # Suspects whose unconfirmed suspicion ran out, probed next (in this
+        # order) before any verdict; at most one entry per suspicion.
+        self._rechecks: dict[str, None] = {}
+        self._retries = DeadRetries()
+        self._pending: dict[int, _Probe | _Relay] = {}
+        self._probe: _Probe | None = None
+        self._sync_replies = _OncePerInterval(config.max_members)
+        self._dead_notices = _OncePerInterval(config.max_members)
+        # Senders not in the table, and when they were first heard from.
+        self._unknown_since: dict[str, float] = {}
+        self._checked: set[str] = set()
+        self._seq = rng.getrandbits(40)
+        self._broadcast_seq = rng.getrandbits(40)
+        self._drops = dict.fromkeys(DropReason, 0)
+        self._counts = _Counters()
+        self._outbox: deque[tuple[str, list[Message]]] = deque()
+        self._events: deque[Output] = deque()
+        self._seeds: list[str] = []
+        self._seed_attempt = 0
+        self._seed_wait = default_join_wait(config)
+        self._joined = False
+        self._leave_seq: int | None = None
+
+        self._timers.push(now, ProbePeriodEnd())
+        gossip = config.gossip_interval_millis / 1000
+        if gossip > 0 and config.gossip_fanout > 0:
+            self._timers.push(now + gossip, GossipDue())
+        if config.sync_interval_seconds > 0:
+            self._timers.push(now + self._jittered(config.sync_interval_seconds), SyncDue())
+
+    # ------------------------------------------------------------- reading
+
+    @property
+    def me(self) -> Node:
+        """This member's own record."""
+        return self._table.me
+
+    def members(self) -> list[Node]:
+        """Every known member, this one included, in no particular order."""
+        return self._table.nodes()
+
+    def healthy_members(self) -> list[Node]:
+        """The ALIVE members, this one included."""
+        return [n for n in self._table.nodes() if n.status is Status.ALIVE]
+
+    def get(self, address: str) -> Node | None:
+        """The record of ``address``, if known."""
+        return self._table.get(address)
+
+    def statistics(self) -> MemberStatistics:
+        """A snapshot of the protocol's counters.
+
+        ``packets_sent`` and ``bytes_sent`` count the datagrams pulled with
+        :meth:`next_datagram`; the core cannot know of send errors, so
+        ``send_errors`` is 0 here (a runner fills in what it saw).
+        """
+        c = self._counts
+        return MemberStatistics(
+            packets_sent=c.packets_sent,
+            bytes_sent=c.bytes_sent,
+            packets_received=c.packets_received,
+            bytes_received=c.bytes_received,
+            dropped_oversized=self._drops[DropReason.OVERSIZED],
+            dropped_malformed=self._drops[DropReason.MALFORMED],
+            dropped_version=self._drops[DropReason.VERSION],
+            dropped_foreign_cluster=self._drops[DropReason.FOREIGN_CLUSTER],
+            dropped_send_queue_full=c.dropped_send_queue_full,
+            send_errors=0,
+            refused_ping_reqs=c.refused_ping_reqs,
+            refused_table_full=c.refused_table_full,
+            refused_broadcasts=c.refused_broadcasts,
+            local_health=self._health.score,
+            probe_timeout=self._probe_timeout(),
+        )
+
+    def announcement(self) -> bytes:
+        """The datagram multicast discovery sends: this member can be joined."""
+        return self._codec.encode(self.address, [Announce()])
+
+    # ------------------------------------------------------------- inputs
+
+    def receive(self, data: bytes, now: float) -> None:
+        """Handle one datagram. Never raises: what is refused is counted."""
+        self._counts.packets_received += 1
+        self._counts.bytes_received += len(data)
+        packet = self._codec.decode(data)
+        if isinstance(packet, DropReason):
+            self._drops[packet] += 1
+            return
+        if packet.sender == self.address or not self._valid_address(packet.sender):
+            self._drops[DropReason.MALFORMED] += 1
+            return
+        if self._leave_seq is not None:
+            if Ack(self._leave_seq) in packet.messages:
+                self._events.append(LeaveAcked())
+            return
+        self._handle_packet(packet, now)
+
+    def tick(self, now: float) -> None:
+        """Fire every timer due at or before ``now`` (in deadline order)."""
+        if self._leave_seq is not None:
+            return
+        while (timer := self._timers.pop_due(now)) is not None:
+            self._fire(timer, now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` has something to do next (None: nothing pending)."""
+        if self._leave_seq is not None:
+            return None
+        return self._timers.next_deadline()
+
+    def broadcast(self, payload: bytes, now: float) -> None:
+        """Send ``payload`` once to every other member (not to this one).
+
+        Raises :class:`BroadcastTooLarge` over ``Config.max_broadcast_bytes``.
+        """
+        if len(payload) > self.config.max_broadcast_bytes:
+            raise BroadcastTooLarge(
+                f"broadcast of {len(payload)} bytes is over max_broadcast_bytes="
+                f"{self.config.max_broadcast_bytes}"
+            )
+        self._broadcast_seq += 1
+        message = UserBroadcast(self.address, self._broadcast_seq, bytes(payload))
+        self._seen.first_time((self.address, self._broadcast_seq), now)
+        self._queue_broadcast(message)
+
+    def join(self, addresses: Iterable[str], now: float) -> None:
+        """Exchange full state with each address (canonical ``host:port``).
+
+        Each that answers is reported as :class:`SyncAnswered`.
+        """
+        for target in dict.fromkeys(addresses):
+            if target != self.address:
+                self._send_state(target, want_reply=True)
+
+    def set_seeds(self, addresses: Iterable[str], now: float) -> None:
+        """The members to join at start (``initial_hosts``, resolved).
+
+        Until one of them answers, a join goes to all of them, again and
+        again with a growing, jittered back-off (so a crowd started together
+        spreads out). Once one answered and gossip has had time to spread
+        what the cluster learned meanwhile, one more exchange with a random
+        member fills in what passed this member by (members that joined
+        alongside it). From then on, every ``SEED_RECHECK_SECONDS`` a seed
+        no longer held live (a long partition made both sides forget each
+        other) is sent a join, which reunites the halves once the network
+        allows. May be called again with a fresh resolution.
+        """
+        first = not self._seeds
+        self._seeds = [a for a in dict.fromkeys(addresses) if a != self.address]
+        if first and self._seeds and not self._joined:
+            self._seed_attempt += 1
+            self._timers.push(now, SeedAttempt(self._seed_attempt))
+
+    def leave(self, now: float) -> bool:
+        """Become LEFT and queue a goodbye to a few members.
+
+        Returns False if there was nobody to tell. Afterwards the core only
+        watches for the goodbye's ack (:class:`LeaveAcked`); timers stop.
+        """
+        node = self._table.leave()
+        targets = self._table.random_live(self._retransmit_limit)
+        self._outbox.clear()
+        self._leave_seq = self._next_seq()
+        if not targets:
+            return False
+        goodbye = self._update_message(node, self.address)
+        for target in targets:
+            self._send(target, [Ping(self._leave_seq), goodbye])
+        return True
+
+    # ------------------------------------------------------------ outputs
+
+    def next_datagram(self) -> tuple[str, bytes] | None:
+        """The next datagram to send, as (address, data); None when there is none."""
+        while self._outbox:
+            address, messages = self._outbox.popleft()
+            data = self._compose_packet(address, messages)
+            if data is not None:
+                self._counts.packets_sent += 1
+                self._counts.bytes_sent += len(data)
+                return address, data
+        return None
+
+    def next_event(self) -> Output | None:
+        """The next event or runner notice; None when there is none."""
+        return self._events.popleft() if self._events else None
+
+    # ------------------------------------------------------------- sending
+
+    def _send(self, address: str, messages: list[Message]) -> None:
+        if len(self._outbox) >= SEND_QUEUE_SIZE:
+            self._counts.dropped_send_queue_full += 1
+            return
+        self._outbox.append((address, messages))
+
+    def _compose_packet(self, address: str, messages: list[Message]) -> bytes | None:
+        """Encode ``messages`` plus as much piggyback as fits; None if nothing to send."""
+        node = self._table.get(address)
+        if (
+            node is not None
+            and node.status is not Status.ALIVE
+            and (self.config.lifeguard or node.status is not Status.SUSPECT)
+        ):
+            # Tell the receiver what we believe of it, so it can refute.
+            messages = [*messages, self._update_message(node, self.address)]
+        budget = self.config.max_packet_bytes - self._envelope
+        for message in messages:
+            budget -= self._codec.message_size(message)
+        limit = self._retransmit_limit
+        piggyback, used = self._updates.take_sized(budget, limit)
+        more, _ = self._broadcasts.take_sized(budget - used, limit)
+        piggyback += more
+        if not messages and not piggyback:
+            return None
+        return self._codec.encode(self.address, messages + piggyback)
+
+    def _update_message(self, node: Node, source: str) -> Update:
+        return Update(node.address, _WIRE_STATUS[node.status], node.incarnation, source)
+
+    def _record_source(self, node: Node) -> str:
+        """Who a relayed record is attributed to.
+
+        A suspicion keeps the member that raised it: passed on in a state
+        exchange under this member's name, it would count as an independent
+        confirmation and cut the receiver's suspicion timeout.
+        """
+        suspicion = self._suspicion_of(node.address)
+        return self.address if suspicion is None else suspicion.origin
+
+    def _queue_update(self, update: Update) -> None:
+        self._updates.put(update.address, update, self._codec.message_size(update))
+
+    def _queue_broadcast(self, message: UserBroadcast) -> None:
+        key = (message.origin, message.seq)
+        self._broadcasts.put(key, message, self._codec.message_size(message))
+
+    def _send_state(self, address: str, *, want_reply: bool) -> None:
+        """Send the whole table to ``address``, split over as many packets as needed."""
+        budget = self.config.max_packet_bytes - self._envelope - _SYNC_HEADER_SLACK
+        chunk: list[Update] = []
+        used = 0
+        for node in self._table.nodes():
+            update = self._update_message(node, self._record_source(node))
+            size = self._codec.message_size(update)
+            if chunk and used + size > budget:
+                self._send(address, [Sync(want_reply, chunk)])
+                want_reply, chunk, used = False, [], 0
+            chunk.append(update)
+            used += size
+        self._send(address, [Sync(want_reply, chunk)])
+
+    # ----------------------------------------------------------- receiving
+
+    def _valid_address(self, address: str) -> bool:
+        """A member address heard from the network: canonical ``ip:port`` only."""
+        if address in self._checked or self._table.get(address) is not None:
+            return True
+        if not is_canonical_ip_address(address):
+            return False
+        if len(self._checked) >= _CHECKED_ADDRESSES:
+            self._checked.clear()
+        self._checked.add(address)
+        return True
+
+    def _handle_packet(self, packet: Packet, now: float) -> None:
+        sender = packet.sender
+        for message in packet.messages:
+            match message:
+                case Update():
+                    self._on_update(message, now, sender)
+                case Ping(seq=seq):
+                    self._send(sender, [Ack(seq)])
+                case Ack(seq=seq):
+                    self._on_ack(seq, now, sender)
+                case PingReq():
+                    self._on_ping_req(sender, message, now)
+                case Nack(seq=seq):
+                    probe = self._pending.get(seq)
+                    if isinstance(probe, _Probe):
+                        probe.nacks += 1
+                case UserBroadcast():
+                    self._on_broadcast(message, now)
+                case Sync():
+                    self._on_sync(sender, message, now)
+                case Announce():
+                    self._on_announce(sender, now)
+                case _:
+                    _assert_never(message)
+        self._notice_if_dead(sender, now)
+        self._notice_if_unknown(sender, now)
+
+    def _notice_if_unknown(self, sender: str, now: float) -> None:
+        """A member we do not know keeps talking to us: gossip about it passed us
+        by. Once gossip has had its time, ask the member itself for its state."""
+        if self._table.get(sender) is not None or self._table.tombstone(sender, now) is not None:
+            return
+        if len(self._unknown_since) >= self.config.max_members:
+            self._unknown_since.clear()
+        first = self._unknown_since.setdefault(sender, now)
+        if now - first >= self._retransmit_limit * self.config.period and self._may_send_state(
+            sender, now
+        ):
+            del self._unknown_since[sender]
+            self._send_state(sender, want_reply=True)
+
+    def _notice_if_dead(self, sender: str, now: float) -> None:
+        """A member we hold DEAD/LEFT (or removed) is talking: tell it, so it refutes."""
+        node = self._table.get(sender)
+        if node is None:
+            removed_at = self._table.tombstone(sender, now)
+            if removed_at is None:
+                return
+            node = Node(sender, Status.DEAD, removed_at)
+        elif node.status in (Status.ALIVE, Status.SUSPECT):
+            return
+        if self._dead_notices.allow(sender, now, self.config.period):
+            self._send(sender, [self._update_message(node, self.address)])
+
+    def _on_ack(self, seq: int, now: float, sender: str) -> None:
+        waiting = self._pending.get(seq)
+        if isinstance(waiting, _Probe):
+            if sender == waiting.target and waiting.round_trip is None:
+                waiting.round_trip = now - waiting.sent_at
+            if not waiting.acked:
+                waiting.acked = True
+                self._conclude_probe(waiting, now)
+        elif isinstance(waiting, _Relay):
+            del self._pending[seq]
+            self._send(waiting.requester, [Ack(waiting.requester_seq)])
+
+    def _on_ping_req(self, requester: str, message: PingReq, now: float) -> None:
+        if len(self._pending) >= MAX_PENDING_PINGS or not self._valid_address(message.target):
+            self._counts.refused_ping_reqs += 1
+            return
+        seq = self._next_seq()
+        self._pending[seq] = _Relay(requester, message.seq)
+        self._send(message.target, [Ping(seq)])
+        wait = nack_timeout(
+            self._base_probe_timeout(), self.config.period, self.config.probe_timeout
+        )
+        self._timers.push(now + wait, RelayNack(seq))
+
+    def _on_broadcast(self, message: UserBroadcast, now: float) -> None:
+        if len(message.payload) > self.config.max_broadcast_bytes:
+            self._counts.refused_broadcasts += 1
+            return
+        if message.origin == self.address:
+            return
+        if not self._seen.first_time((message.origin, message.seq), now):
+            return
+        self._queue_broadcast(message)
+        self._events.append(BroadcastReceived(message.origin, message.payload))
+
+    def _on_sync(self, sender: str, message: Sync, now: float) -> None:
+        for update in message.members:
+            if update.status is WireStatus.DEAD and update.address != self.address:
+                self._on_remote_verdict(update, sender, now)
+                continue
+            local = self._table.get(update.address)
+            if (
+                local is not None
+                and local.status is Status.DEAD
+                and update.status in (WireStatus.ALIVE, WireStatus.SUSPECT)
+            ):
+                # It is alive for the sender: probe it now rather than at the
+                # next backoff step.
+                self._timers.push(now, RetryDead(update.address, None))
+            self._on_update(update, now, sender)
+        self._events.append(SyncAnswered(sender))
+        if not self._joined and sender in self._seeds:
+            self._on_joined(now)
+        if message.want_reply and self._may_send_state(sender, now):
+            self._send_state(sender, want_reply=False)
+
+    def _on_remote_verdict(self, update: Update, sender: str, now: float) -> None:
+        """Another member's DEAD verdict in a state exchange is only a suspicion
+        here: the member may be reachable from this side (a healed partition)."""
+        if not (self._valid_address(update.address) and self._valid_address(update.source)):
+            self._drops[DropReason.MALFORMED] += 1
+            return
+        self._apply(update.address, Status.SUSPECT, update.incarnation, sender, now, sender)
+        if self._table.get(update.address) == Node(
+            update.address, Status.SUSPECT, update.incarnation
+        ):
+            # Tell the member itself: if it is alive it refutes to us at once,
+            # rather than when our probe round reaches it.
+            suspicion = Update(update.address, WireStatus.SUSPECT, update.incarnation, sender)
+            self._send(update.address, [suspicion])
+
+    def _may_send_state(self, address: str, now: float) -> bool:
+        """At most one unsolicited full state per address per period: a forged
+        request must not turn this member into an amplifier."""
+        return self._sync_replies.allow(address, now, self.config.period)
+
+    def _on_announce(self, sender: str, now: float) -> None:
+        if self._table.get(sender) is None and self._may_send_state(sender, now):
+            self._send_state(sender, want_reply=True)
+
+    # ------------------------------------------------------ membership news
+
+    def _on_update(self, update: Update, now: float, sender: str) -> None:
+        """Merge one update from the network; ``sender`` carried it."""
+        if not (self._valid_address(update.address) and self._valid_address(update.source)):
+            self._drops[DropReason.MALFORMED] += 1
+            return
+        status = _STATUS[update.status]
+        self._apply(update.address, status, update.incarnation, update.source, now, sender)
+
+    def _apply(
+        self,
+        address: str,
+        status: Status,
+        incarnation: int,
+        source: str,
+        now: float,
+        sender: str | None,
+    ) -> None:
+        """Merge what ``source`` believes of ``address``; ``sender`` carried it
+        (None for this member's own verdicts)."""
+        result = self._table.apply(address, status, incarnation, now)
+        if isinstance(result, Refused):
+            if result is Refused.TABLE_FULL:
+                self._counts.refused_table_full += 1
+            elif address == self.address:
+                self._answer_stale_rumour(status, incarnation, sender)
+            elif status is Status.SUSPECT:
+                self._confirm_suspicion(address, incarnation, source)
+        elif isinstance(result, Refute):
+            self._adjust_health(1)
+            self._refute(result.node, (sender, source))
+        else:
+            self._on_change(result, source, now)
+
+    def _refute(self, me: Node, tell: tuple[str | None, ...]) -> None:
+        """Spread this member's ALIVE record, and send it straight to ``tell``.
+
+        Gossip alone leaves a few members unreached now and then (more under
+        loss); the members that carried or raised the rumour hear it directly.
+        """
+        record = self._update_message(me, self.address)
+        self._queue_update(record)
+        for address in dict.fromkeys(tell):
+            if address is not None and address != self.address:
+                self._send(address, [record])
+
+    def _answer_stale_rumour(self, status: Status, incarnation: int, sender: str | None) -> None:
+        """Someone still says this member is SUSPECT or DEAD at an incarnation it
+        has already refuted: that member missed the refutation, so repeat it."""
+        me = self._table.me
+        if (
+            me.status is Status.ALIVE
+            and status in (Status.SUSPECT, Status.DEAD)
+            and incarnation < me.incarnation
+        ):
+            self._refute(me, (sender,))
+
+    def _declare(self, address: str, status: Status, incarnation: int, now: float) -> None:
+        """Record this member's own verdict and spread it."""
+        self._apply(address, status, incarnation, self.address, now, None)
+
+    def _on_change(self, change: Change, source: str, now: float) -> None:
+        node = change.node
+        address = node.address
+        self._queue_update(self._update_message(node, source))
+        if node.status is Status.SUSPECT:
+            self._start_suspicion(node, source, now)
+        else:
+            self._suspicions.pop(address, None)
+        if node.status is Status.DEAD:
+            self._retries.start(address)
+            self._timers.push(now + self.config.period, RetryDead(address, 0))
+        elif self._retries.stop(address) and node.status is Status.ALIVE:
+            self._retry_another(now)
+        if node.status is Status.LEFT:
+            removal = now + self.config.left_removal_seconds
+            self._timers.push(removal, RemoveLeft(address, node.incarnation))
+        previous = change.previous
+        if previous is None:
+            self._unknown_since.pop(address, None)
+        if previous is None or previous.status is not node.status:
+            self._events.append(
+                StatusChanged(node, node.status, None if previous is None else previous.status)
+            )
+
+    def _suspicion_of(self, address: str) -> Suspicion | None:
+        """The suspicion of ``address`` if it is the current one: the member is
+        SUSPECT in the table at the suspicion's incarnation."""
+        suspicion = self._suspicions.get(address)
+        if suspicion is None:
+            return None
+        node = self._table.get(address)
+        if node is None or node.status is not Status.SUSPECT:
+            return None
+        return suspicion if suspicion.incarnation == node.incarnation else None
+
+    def _start_suspicion(self, node: Node, source: str, now: float) -> None:
+        n = self._table.live_count
+        minimum = min_suspicion_timeout(n, self.config.period, self.config.suspicion_mult)
+        if self.config.lifeguard:
+            maximum = minimum * self.config.suspicion_max_timeout_mult
+            expected = expected_confirmations(self.config.suspicion_mult, n)
+        else:
+            maximum, expected = minimum, 0
+        suspicion = Suspicion(
+            node.incarnation, source, now, minimum=minimum, maximum=maximum, expected=expected
+        )
+        self._suspicions[node.address] = suspicion
+        self._timers.push(suspicion.deadline, SuspicionDue(node.address, node.incarnation))
+
+    def _confirm_suspicion(self, address: str, incarnation: int, source: str) -> None:
+        suspicion = self._suspicion_of(address)
+        if suspicion is None or suspicion.incarnation != incarnation:
+            return
+        if suspicion.confirm(source):
+            self._timers.push(suspicion.deadline, SuspicionDue(address, incarnation))
+            # Spread the confirmation too, so others shorten their timers.
+            self._queue_update(Update(address, WireStatus.SUSPECT, incarnation, source))
+
+    def _remove(self, address: str, now: float) -> None:
+        node = self._table.remove(address, now, self.config.tombstone_seconds)
+        if node is None:
+            return
+        self._updates.discard(address)
+        self._suspicions.pop(address, None)
+        self._retries.stop(address)
+        self._dead_notices.forget(address)
+        self._events.append(MemberRemoved(node))
+
+    # --------------------------------------------------------------- timers
+
+    def _fire(self, timer: Timer, now: float) -> None:
+        match timer:
+            case ProbePeriodEnd():
+                self._start_period(now)
+            case ProbeTimeout(seq=seq):
+                self._probe_indirectly(seq)
+            case SuspicionDue(address=address, incarnation=incarnation):
+                self._suspicion_due(address, incarnation, now)
+            case RetryDead(address=address, attempt=attempt):
+                self._retry_dead(address, attempt, now)
+            case RemoveLeft(address=address, incarnation=incarnation):
+                if self._table.get(address) == Node(address, Status.LEFT, incarnation):
+                    self._remove(address, now)
+            case RelayNack(seq=seq):
+                # No ack yet: nack now, but keep relaying a late ack for a period.
+                relay = self._pending.get(seq)
+                if isinstance(relay, _Relay):
+                    if self.config.lifeguard:
+                        self._send(relay.requester, [Nack(relay.requester_seq)])
+                    self._timers.push(now + self.config.period, RelayEnd(seq))
+            case RelayEnd(seq=seq):
+                if isinstance(self._pending.get(seq), _Relay):
+                    del self._pending[seq]
+            case GossipDue():
+                self._timers.push(now + self.config.gossip_interval_millis / 1000, GossipDue())
+                if self._updates or self._broadcasts:
+                    for target in self._table.random_live(self.config.gossip_fanout):
+                        self._send(target, [])
+            case SyncDue():
+                interval = self.config.sync_interval_seconds
+                self._timers.push(now + self._jittered(interval), SyncDue())
+                for target in self._table.random_live(1):
+                    self._send_state(target, want_reply=True)
+            case SeedAttempt(attempt=attempt):
+                if not self._joined and attempt == self._seed_attempt:
+                    self.join(self._seeds, now)
+                    self._timers.push(now + self._seed_wait, SeedWaitOver(attempt))
+            case SeedWaitOver(attempt=attempt):
+                if not self._joined and attempt == self._seed_attempt:
+                    self._seed_attempt += 1
+                    retry_at = now + self._rng.uniform(0, self._seed_wait)
+                    self._timers.push(retry_at, SeedAttempt(self._seed_attempt))
+                    self._seed_wait = min(self._seed_wait * 2, SEED_RECHECK_SECONDS)
+            case FollowUpSync():
+                for target in self._table.random_live(1):
+                    self._send_state(target, want_reply=True)
+                self._timers.push(now + self._jittered(SEED_RECHECK_SECONDS), SeedRecheck())
+            case SeedRecheck():
+                self._timers.push(now + self._jittered(SEED_RECHECK_SECONDS), SeedRecheck())
+                for target in self._seeds:
+                    node = self._table.get(target)
+                    if node is None or node.status in (Status.DEAD, Status.LEFT):
+                        self._send_state(target, want_reply=True)
+            case _:
+                _assert_never(timer)
+
+    def _on_joined(self, now: float) -> None:
+        self._joined = True
+        wait = self._retransmit_limit * self.config.period * (1 + self._rng.random())
+        self._timers.push(now + wait, FollowUpSync())
+
+    def _suspicion_due(self, address: str, incarnation: int, now: float) -> None:
+        suspicion = self._suspicion_of(address)
+        if (
+            suspicion is None
+            or suspicion.incarnation != incarnation
+            or suspicion.deadline > now
+            or suspicion.rechecking
+        ):
+            return  # refuted, superseded, or its deadline moved
+        if self.config.lifeguard and suspicion.needs_recheck():
+            suspicion.rechecking = True
+            self._rechecks[address] = None
+        else:
+            self._declare(address, Status.DEAD, incarnation, now)
+
+    def _retry_dead(self, address: str, attempt: int | None, now: float) -> None:
+        node = self._table.get(address)
+        if node is None or node.status is not Status.DEAD:
+            return
+        if attempt is not None and not self._retries.is_current(address, attempt):
+            return  # stale: the member died again since
+        if attempt is not None and attempt >= self.config.dead_retry_limit:
+            self._remove(address, now)
+            return
+        # The ping carries the DEAD record (see _compose_packet): a live member
+        # refutes in its ack, and the refutation spreads from here.
+        self._send(address, [Ping(self._next_seq())])
+        if attempt is not None:
+            self._retries.advance(address, attempt)
+            gap = min(2 ** (attempt + 1), self.config.dead_retry_max_periods)
+            self._timers.push(now + gap * self.config.period, RetryDead(address, attempt + 1))
+
+    def _retry_another(self, now: float) -> None:
+        """A DEAD member is back, so the network may have healed: retry the DEAD
+        member that has waited longest now rather than at its next backoff step."""
+        other = self._retries.longest_waiting()
+        if other is not None:
+            self._timers.push(now, RetryDead(other, None))
+
+    # ---------------------------------------------------------------- probing
+
+    def _next_seq(self) -> int:
+        self._seq = (self._seq + 1) % (2**62)
+        return self._seq
+
+    def _base_probe_timeout(self) -> float:
+        """The ack timeout before local health scales it."""
+        if self.config.adaptive_probe_timeout:
+            return self._rtt.timeout()
+        return self.config.probe_timeout
+
+    def _probe_timeout(self) -> float:
+        return self._base_probe_timeout() * self._health.multiplier
+
+    def _start_period(self, now: float) -> None:
+        """End the period (its probe failed if still open) and start the next:
+        ping the next member, and ask helpers at the probe timeout."""
+        if self._probe is not None:
+            self._conclude_probe(self._probe, now)
+        self._timers.push(now + self.config.period * self._health.multiplier, ProbePeriodEnd())
+        target = self._next_recheck() or self._table.next_probe_target()
+        if target is None:
+            return
+        seq = self._next_seq()
+        self._probe = probe = _Probe(seq, target, now)
+        self._pending[seq] = probe
+        self._send(target, [Ping(seq)])
+        self._timers.push(now + self._probe_timeout(), ProbeTimeout(seq))
+
+    def _probe_indirectly(self, seq: int) -> None:
+        probe = self._probe
+        if probe is None or probe.seq != seq:
+            return  # answered in time
+        helpers = self._table.random_live(
+            self.config.indirect_checks, exclude=frozenset((probe.target,))
+        )
+        for helper in helpers:
+            self._send(helper, [PingReq(seq, probe.target)])
+        probe.helpers = len(helpers)
+
+    def _conclude_probe(self, probe: _Probe, now: float) -> None:
+        """The probe was answered, or its period ended without an answer."""
+        self._probe = None
+        self._pending.pop(probe.seq, None)
+        self._adjust_health(probe_health_delta(probe.acked, probe.helpers, probe.nacks))
+        if probe.round_trip is not None:
+            # Late answers count too, or the estimate would only ever see
+            # the round trips that beat it, and shrink to its floor.
+            self._rtt.observe(probe.round_trip)
+        rechecked = self._rechecking(probe.target)
+        if probe.acked:
+            if rechecked is not None:
+                # It answered but has not refuted yet (or this member missed
+                # the refutation): give that a whole timeout again.
+                rechecked.restart(now)
+                self._timers.push(
+                    rechecked.deadline, SuspicionDue(probe.target, rechecked.incarnation)
+                )
+            return
+        node = self._table.get(probe.target)
+        if rechecked is not None:
+            self._declare(probe.target, Status.DEAD, rechecked.incarnation, now)
+        elif node is not None and node.status in (Status.ALIVE, Status.SUSPECT):
+            # Already SUSPECT: this failure is an independent confirmation.
+            self._declare(probe.target, Status.SUSPECT, node.incarnation, now)
+
+    def _rechecking(self, address: str) -> Suspicion | None:
+        """The suspicion of ``address`` if it awaits its re-check probe."""
+        suspicion = self._suspicion_of(address)
+        return suspicion if suspicion is not None and suspicion.rechecking else None
+
+    def _next_recheck(self) -> str | None:
+        while self._rechecks:
+            address = next(iter(self._rechecks))
+            del self._rechecks[address]
+            if self._rechecking(address) is not None:
+                return address
+        return None
+
+    def _adjust_health(self, delta: int) -> None:
+        if self.config.lifeguard:
+            self._health.apply(delta)
+
+    # ----------------------------------------------------------------- misc
+
+    @property
+    def _retransmit_limit(self) -> int:
+        return retransmit_limit(self.config.retransmit_mult, self._table.live_count)
+
+    def _jittered(self, interval: float) -> float:
+        """``interval`` times 0.5 .. 1.5, so members started together drift apart."""
+        return interval * (0.5 + self._rng.random())
