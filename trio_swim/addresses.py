@@ -9,8 +9,15 @@ members.
 from __future__ import annotations
 
 import ipaddress
+import re
 
 DEFAULT_PORT = 9999
+
+# Canonical IPv4 ``a.b.c.d:port`` (no leading zeros, port 1..65535): checked
+# without a parse, as every address heard from the network is.
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_PORT = r"(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3})"
+_CANONICAL_V4 = re.compile(rf"{_OCTET}(?:\.{_OCTET}){{3}}:{_PORT}")
 
 
 class AddressError(ValueError):
@@ -85,6 +92,10 @@ def is_canonical_ip_address(text: str) -> bool:
     Used on addresses heard from the network: anything else (names, odd
     spellings, garbage) is refused rather than added to the member table.
     """
+    if _CANONICAL_V4.fullmatch(text):
+        return True
+    if not text.startswith("["):
+        return False
     try:
         host, port = split_address(text)
     except AddressError:

@@ -81,37 +81,43 @@ class PiggybackQueue(Generic[T]):
     def take_sized(self, budget: int, limit: int) -> tuple[list[T], int]:
         """Like :meth:`take`, and also the bytes the taken messages use."""
         room = budget
-        taken: list[Hashable] = []
+        entries = self._entries
+        taken: list[tuple[Hashable, _Entry[T]]] = []
         scanned = misses = 0
-
-        def full() -> bool:
-            return budget < _SMALLEST_MESSAGE or scanned >= _MAX_SCAN or misses >= _MAX_MISSES
-
         for sends, keys in enumerate(self._by_sends):
-            if sends >= limit or full():
+            if (
+                sends >= limit
+                or budget < _SMALLEST_MESSAGE
+                or scanned >= _MAX_SCAN
+                or misses >= _MAX_MISSES
+            ):
                 break
             for key in keys:
                 scanned += 1
-                size = self._entries[key].size
-                if size <= budget:
-                    taken.append(key)
-                    budget -= size
+                entry = entries[key]
+                if entry.size <= budget:
+                    taken.append((key, entry))
+                    budget -= entry.size
+                    if budget < _SMALLEST_MESSAGE:
+                        break
                 else:
                     misses += 1
-                if full():
+                    if misses >= _MAX_MISSES:
+                        break
+                if scanned >= _MAX_SCAN:
                     break
         messages = []
-        for key in taken:
-            entry = self._entries[key]
+        by_sends = self._by_sends
+        for key, entry in taken:
             messages.append(entry.message)
-            del self._by_sends[entry.sends][key]
+            del by_sends[entry.sends][key]
             entry.sends += 1
             if entry.sends >= limit:
-                del self._entries[key]
+                del entries[key]
                 continue
-            while len(self._by_sends) <= entry.sends:
-                self._by_sends.append({})
-            self._by_sends[entry.sends][key] = None
+            if len(by_sends) <= entry.sends:
+                by_sends.append({})
+            by_sends[entry.sends][key] = None
         self._drop_exhausted(limit)
         return messages, room - budget
 

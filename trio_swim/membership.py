@@ -24,6 +24,10 @@ class Status(enum.Enum):
     DEAD = "dead"
     LEFT = "left"
 
+    # Enum's own hash is written in Python; identity is enough for members
+    # and much faster in the per-update precedence lookups.
+    __hash__ = object.__hash__
+
     def __str__(self) -> str:
         return self.value
 
@@ -252,39 +256,44 @@ class DeadRetries:
     """Where each DEAD member is in its retry schedule.
 
     A member is retried 1, 2, 4 ... periods after its verdict and removed
-    after the last retry; ``attempt`` numbers the retries, so a timer set for
-    an earlier life of the member (it came back and died again) is stale.
+    after the last retry; ``attempt`` numbers the retries, and each verdict
+    starts a schedule with a number of its own, so a timer set for an
+    earlier death of the member (it came back and died again) is stale.
     Bound: one entry per DEAD member of the table.
     """
 
     def __init__(self) -> None:
-        # Insertion order is the order of the early retries (oldest first).
-        self._attempts: dict[str, int] = {}
+        # address -> (schedule, attempt). Insertion order is the order of the
+        # early retries (oldest first).
+        self._at: dict[str, tuple[int, int]] = {}
+        self._schedules = 0
 
     def __len__(self) -> int:
-        return len(self._attempts)
+        return len(self._at)
 
-    def start(self, address: str) -> None:
-        """``address`` was just declared DEAD: its schedule starts at attempt 0."""
-        self._attempts[address] = 0
+    def start(self, address: str) -> int:
+        """``address`` was just declared DEAD: a new schedule, at attempt 0."""
+        self._schedules += 1
+        self._at[address] = (self._schedules, 0)
+        return self._schedules
 
     def stop(self, address: str) -> bool:
         """``address`` is no longer DEAD (or was removed); True if it was scheduled."""
-        return self._attempts.pop(address, None) is not None
+        return self._at.pop(address, None) is not None
 
-    def is_current(self, address: str, attempt: int) -> bool:
-        """True if retry ``attempt`` of ``address`` is the one its schedule is at."""
-        return self._attempts.get(address) == attempt
+    def is_current(self, address: str, schedule: int, attempt: int) -> bool:
+        """True if retry ``attempt`` of ``schedule`` is where ``address`` is at."""
+        return self._at.get(address) == (schedule, attempt)
 
-    def advance(self, address: str, attempt: int) -> None:
+    def advance(self, address: str, schedule: int, attempt: int) -> None:
         """Retry ``attempt`` was sent; the schedule moves to the next one."""
-        self._attempts[address] = attempt + 1
+        self._at[address] = (schedule, attempt + 1)
 
     def longest_waiting(self) -> str | None:
         """The member that has waited longest for an early retry, moved to the
         back of the line so that the next call picks another."""
-        if not self._attempts:
+        if not self._at:
             return None
-        address = next(iter(self._attempts))
-        self._attempts[address] = self._attempts.pop(address)
+        address = next(iter(self._at))
+        self._at[address] = self._at.pop(address)
         return address

@@ -40,7 +40,16 @@ from .addresses import is_canonical_ip_address
 from .config import Config
 from .dissemination import PiggybackQueue, SeenSet, retransmit_limit
 from .events import BroadcastReceived, MemberEvent, MemberRemoved, StatusChanged
-from .membership import Change, DeadRetries, MemberTable, Node, Refused, Refute, Status
+from .membership import (
+    Change,
+    DeadRetries,
+    MemberTable,
+    Node,
+    Refused,
+    Refute,
+    Status,
+    supersedes,
+)
 from .suspicion import (
     LocalHealth,
     RttEstimator,
@@ -113,7 +122,8 @@ _WIRE_STATUS: Final = {
     Status.DEAD: WireStatus.DEAD,
     Status.LEFT: WireStatus.LEFT,
 }
-_STATUS: Final = {wire: status for status, wire in _WIRE_STATUS.items()}
+# Indexed by the wire value: a tuple index is much cheaper than hashing an enum.
+_STATUS: Final = tuple(status for status, _ in sorted(_WIRE_STATUS.items(), key=lambda i: i[1]))
 
 
 def default_join_wait(config: Config) -> float:
@@ -381,6 +391,12 @@ class Swim:
         """When :meth:`tick` has something to do next (None: nothing pending)."""
         if self._leave_seq is not None:
             return None
+        # Most probes are answered early: drop their timeouts here rather than
+        # wake the owner four times a second for nothing.
+        while isinstance(head := self._timers.peek(), ProbeTimeout) and (
+            self._probe is None or self._probe.seq != head.seq
+        ):
+            self._timers.pop()
         return self._timers.next_deadline()
 
     def broadcast(self, payload: bytes, now: float) -> None:
@@ -393,6 +409,8 @@ class Swim:
                 f"broadcast of {len(payload)} bytes is over max_broadcast_bytes="
                 f"{self.config.max_broadcast_bytes}"
             )
+        if self._leave_seq is not None:
+            return  # left: nothing goes out any more
         self._broadcast_seq += 1
         message = UserBroadcast(self.address, self._broadcast_seq, bytes(payload))
         self._seen.first_time((self.address, self._broadcast_seq), now)
@@ -403,6 +421,8 @@ class Swim:
 
         Each that answers is reported as :class:`SyncAnswered`.
         """
+        if self._leave_seq is not None:
+            return
         for target in dict.fromkeys(addresses):
             if target != self.address:
                 self._send_state(target, want_reply=True)
@@ -512,6 +532,10 @@ class Swim:
     def _send_state(self, address: str, *, want_reply: bool) -> None:
         """Send the whole table to ``address``, split over as many packets as needed."""
         budget = self.config.max_packet_bytes - self._envelope - _SYNC_HEADER_SLACK
+        receiver = self._table.get(address)
+        if receiver is not None and receiver.status is not Status.ALIVE:
+            # Room for what we believe of the receiver (see _compose_packet).
+            budget -= self._codec.message_size(self._update_message(receiver, self.address))
         chunk: list[Update] = []
         used = 0
         for node in self._table.nodes():
@@ -675,11 +699,24 @@ class Swim:
 
     def _on_update(self, update: Update, now: float, sender: str) -> None:
         """Merge one update from the network; ``sender`` carried it."""
-        if not (self._valid_address(update.address) and self._valid_address(update.source)):
+        address = update.address
+        status = _STATUS[update.status]
+        known = self._table.get(address)
+        if not self._valid_address(update.source) or (
+            known is None and not self._valid_address(address)
+        ):
             self._drops[DropReason.MALFORMED] += 1
             return
-        status = _STATUS[update.status]
-        self._apply(update.address, status, update.incarnation, update.source, now, sender)
+        if (
+            known is not None
+            and address != self.address
+            and not supersedes(status, update.incarnation, known)
+        ):
+            # Old news, the common case: every update arrives many times over.
+            if status is Status.SUSPECT:
+                self._confirm_suspicion(address, update.incarnation, update.source)
+            return
+        self._apply(address, status, update.incarnation, update.source, now, sender)
 
     def _apply(
         self,
@@ -742,8 +779,8 @@ class Swim:
         else:
             self._suspicions.pop(address, None)
         if node.status is Status.DEAD:
-            self._retries.start(address)
-            self._timers.push(now + self.config.period, RetryDead(address, 0))
+            schedule = self._retries.start(address)
+            self._timers.push(now + self.config.period, RetryDead(address, 0, schedule))
         elif self._retries.stop(address) and node.status is Status.ALIVE:
             self._retry_another(now)
         if node.status is Status.LEFT:
@@ -811,8 +848,8 @@ class Swim:
                 self._probe_indirectly(seq)
             case SuspicionDue(address=address, incarnation=incarnation):
                 self._suspicion_due(address, incarnation, now)
-            case RetryDead(address=address, attempt=attempt):
-                self._retry_dead(address, attempt, now)
+            case RetryDead(address=address, attempt=attempt, schedule=schedule):
+                self._retry_dead(address, attempt, schedule, now)
             case RemoveLeft(address=address, incarnation=incarnation):
                 if self._table.get(address) == Node(address, Status.LEFT, incarnation):
                     self._remove(address, now)
@@ -879,11 +916,11 @@ class Swim:
         else:
             self._declare(address, Status.DEAD, incarnation, now)
 
-    def _retry_dead(self, address: str, attempt: int | None, now: float) -> None:
+    def _retry_dead(self, address: str, attempt: int | None, schedule: int, now: float) -> None:
         node = self._table.get(address)
         if node is None or node.status is not Status.DEAD:
             return
-        if attempt is not None and not self._retries.is_current(address, attempt):
+        if attempt is not None and not self._retries.is_current(address, schedule, attempt):
             return  # stale: the member died again since
         if attempt is not None and attempt >= self.config.dead_retry_limit:
             self._remove(address, now)
@@ -892,9 +929,10 @@ class Swim:
         # refutes in its ack, and the refutation spreads from here.
         self._send(address, [Ping(self._next_seq())])
         if attempt is not None:
-            self._retries.advance(address, attempt)
+            self._retries.advance(address, schedule, attempt)
             gap = min(2 ** (attempt + 1), self.config.dead_retry_max_periods)
-            self._timers.push(now + gap * self.config.period, RetryDead(address, attempt + 1))
+            retry = RetryDead(address, attempt + 1, schedule)
+            self._timers.push(now + gap * self.config.period, retry)
 
     def _retry_another(self, now: float) -> None:
         """A DEAD member is back, so the network may have healed: retry the DEAD

@@ -36,6 +36,14 @@ class TimerHeap(Generic[T]):
         """The earliest deadline, if any."""
         return self._heap[0][0] if self._heap else None
 
+    def peek(self) -> T | None:
+        """The earliest item, left in place."""
+        return self._heap[0][2] if self._heap else None
+
+    def pop(self) -> None:
+        """Drop the earliest item."""
+        heapq.heappop(self._heap)
+
     def pop_due(self, now: float) -> T | None:
         """Remove and return the earliest item due at or before ``now``, if any."""
         if self._heap and self._heap[0][0] <= now:
@@ -71,15 +79,16 @@ class SuspicionDue(msgspec.Struct, frozen=True):
 
 
 class RetryDead(msgspec.Struct, frozen=True):
-    """Ping the DEAD member ``address`` again (retry number ``attempt``).
+    """Ping the DEAD member ``address`` again (retry ``attempt`` of ``schedule``).
 
     ``attempt`` None is a one-off early retry outside the backoff schedule.
-    Stale if the member is no longer DEAD, or died again since (a new
-    schedule started at attempt 0).
+    Stale if the member is no longer DEAD, or died again since (each verdict
+    starts a schedule with a new number).
     """
 
     address: str
     attempt: int | None
+    schedule: int = 0
 
 
 class RemoveLeft(msgspec.Struct, frozen=True):
