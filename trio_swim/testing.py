@@ -1,21 +1,48 @@
-"""Test kit: an in-memory datagram network that runs real members.
+"""Test kit: two simulators of a whole cluster, sharing one model of the network.
 
-:class:`SimNetwork` gives each member an endpoint with the same contract as
-UDP, so the code under test is the code that runs in production. Loss,
-latency, partitions, slow members and crashes are decided by the network's
-seeded random generators. Run it under ``trio.testing.MockClock`` to simulate
-minutes of cluster life in a second of wall time::
+Which one to use:
 
-    net = SimNetwork(seed=1)
-    async with net.open_member(Config(listen_port=1)) as a, \\
-               net.open_member(Config(listen_port=2, initial_hosts=["127.0.0.1:1"])) as b:
-        ...
+:class:`SimNetwork`
+    An in-memory datagram network on which *real* members run: each member
+    is the trio runner of :func:`trio_swim.open_member` (tasks, timers,
+    event streams) on an endpoint with the same contract as UDP. Use it to
+    test a service's own trio code against the real runner, under
+    ``trio.testing.MockClock`` to live minutes of cluster life in a second::
 
-Reproducibility: loss and latency draws come from one generator per sending
-endpoint, and each member's own generator is seeded from the network seed and
-its address, so a run depends on the seed and on the order in which trio runs
-tasks that wake at the same instant. trio randomises that order; call
-:func:`seed_trio_scheduler` first for a run that replays exactly.
+        net = SimNetwork(seed=1)
+        async with net.open_member(Config(listen_port=1)) as a, \\
+                   net.open_member(Config(listen_port=2, initial_hosts=["127.0.0.1:1"])) as b:
+            ...
+
+    Reproducibility: loss and latency draws come from one generator per
+    sending endpoint, and each member's own generator is seeded from the
+    network seed and its address, so a run depends on the seed and on the
+    order in which trio runs tasks that wake at the same instant. trio
+    randomises that order; call :func:`seed_trio_scheduler` first for a run
+    that replays exactly. Exactly means within one program: trio breaks ties
+    between deadlines by object identity, so an unrelated change to the
+    program (even one more module imported) may reorder such ties and give
+    another, equally valid, run.
+
+:class:`Simulation`
+    A discrete-event driver of many protocol cores
+    (:class:`trio_swim.protocol.Swim`) with no trio, no tasks and no clock:
+    datagrams and timers are entries in two heaps, processed in time order.
+    Use it to study the protocol itself at scale (thousands of members,
+    hours of virtual time), to measure convergence, detection and load::
+
+        sim = Simulation(seed=1, loss=0.01)
+        a = sim.add_member(Config(listen_port=1))
+        b = sim.add_member(Config(listen_port=2, initial_hosts=["127.0.0.1:1"]))
+        sim.run_until(lambda: converged([a, b]), timeout=10)
+
+    Reproducibility: a run depends on its seed and on the calls made to it,
+    nothing else (no scheduler, no object identities, no string hashing):
+    the same calls give the same run, event for event, in any process.
+
+Both draw loss, latency and jitter from the same :class:`LinkModel`, with the
+same generators seeded the same way; one seed need not give the same run on
+both, since the runner and the simulation feed the core at different moments.
 """
 
 from __future__ import annotations
@@ -24,39 +51,232 @@ import heapq
 import itertools
 import math
 import random
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Final, Protocol
 
 import trio
 
 from .addresses import canonical_address, format_address, split_address
 from .config import Config
+from .events import BroadcastReceived, MemberEvent, MemberRemoved, StatusChanged
 from .member import Member, run_member
+from .membership import Node, Status
 
-# Datagrams queued for one endpoint; beyond this they are dropped, as a full
-# socket receive buffer drops them.
+if TYPE_CHECKING:
+    from .protocol import MemberStatistics, Swim
+
+# Datagrams queued for one SimNetwork endpoint; beyond this they are dropped,
+# as a full socket receive buffer drops them.
 INBOX_LIMIT = 4096
 _MAX_DATAGRAM = 65_507
+# Ports handed out for Config(listen_port=0), upwards from here.
+_FIRST_FREE_PORT = 40_000
+
+
+# ---------------------------------------------------------------- link model
+
+
+class Link:
+    """The network state of one address in a :class:`LinkModel`."""
+
+    __slots__ = (
+        "address",
+        "crashed",
+        "inbound_delay",
+        "opened",
+        "outbound_delay",
+        "paused_until",
+        "rng",
+    )
+
+    def __init__(self, address: str, opened: int, rng: random.Random) -> None:
+        self.address = address
+        """The canonical ``host:port`` of this endpoint."""
+        self.opened = opened
+        """How many endpoints the model had opened before this one."""
+        self.rng = rng
+        """Loss and jitter draws of the datagrams this endpoint sends."""
+        self.crashed = False
+        """Sends and receives nothing (see :meth:`LinkModel.crash`)."""
+        self.paused_until = -math.inf
+        """Nothing goes in or out before this time (see :meth:`LinkModel.pause`)."""
+        self.inbound_delay = 0.0
+        """Extra delay of every datagram to this endpoint."""
+        self.outbound_delay = 0.0
+        """Extra delay of every datagram from this endpoint."""
+
+
+class LinkModel:
+    """What the network does to each datagram: pure decisions, no I/O, no clock.
+
+    Holds one :class:`Link` per open address (crash, pause, delays and a
+    generator seeded ``f"{seed}/net/{address}/{opened}"``), the partitions,
+    and the loss, latency and jitter of every link. :meth:`route` decides
+    the fate of one datagram. Both :class:`SimNetwork` and
+    :class:`Simulation` are built on it; time is always passed in as ``now``.
+    """
+
+    def __init__(
+        self, *, seed: int = 0, loss: float = 0.0, latency: float = 0.001, jitter: float = 0.0
+    ) -> None:
+        self.seed = seed
+        self.loss = 0.0
+        """Chance that a datagram is dropped."""
+        self.latency = 0.0
+        """One-way delay of every datagram, in seconds."""
+        self.jitter = 0.0
+        """Up to this much more delay, drawn uniformly per datagram."""
+        self.set_loss(loss)
+        self.set_latency(latency, jitter)
+        self.delivered = 0
+        """Datagrams routed to an endpoint so far."""
+        self.dropped = 0
+        """Datagrams lost (loss, partition, crash, no such address) so far."""
+        self.links: dict[str, Link] = {}
+        """The open endpoints by address."""
+        self._cuts: list[tuple[frozenset[str], frozenset[str]]] = []
+        self._opened = itertools.count()
+        self._next_port = _FIRST_FREE_PORT
+
+    # ------------------------------------------------------------- settings
+
+    def set_loss(self, probability: float) -> None:
+        """Drop each datagram with this probability (0 .. 1)."""
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"loss={probability!r}: must be 0..1")
+        self.loss = probability
+
+    def set_latency(self, latency: float, jitter: float = 0.0) -> None:
+        """One-way delay of every datagram: ``latency`` plus up to ``jitter``."""
+        if latency < 0 or jitter < 0:
+            raise ValueError("latency and jitter must be >= 0")
+        self.latency = latency
+        self.jitter = jitter
+
+    def set_delay(self, address: str, *, inbound: float = 0.0, outbound: float = 0.0) -> None:
+        """Make one endpoint slow: its datagrams in and out take this much longer."""
+        if not (inbound >= 0 and outbound >= 0):
+            raise ValueError("inbound and outbound delays must be >= 0")
+        link = self.link(address)
+        link.inbound_delay = inbound
+        link.outbound_delay = outbound
+
+    def pause(self, address: str, duration: float, now: float) -> None:
+        """Freeze one endpoint's network from ``now`` for ``duration`` seconds:
+        what it sends and receives meanwhile arrives afterwards."""
+        link = self.link(address)
+        link.paused_until = max(link.paused_until, now + duration)
+
+    def partition(self, group_a: Iterable[str], group_b: Iterable[str]) -> None:
+        """Cut every link between a member of ``group_a`` and one of ``group_b``."""
+        a = frozenset(canonical_address(x) for x in group_a)
+        b = frozenset(canonical_address(x) for x in group_b)
+        if a & b:
+            raise ValueError("a member cannot be on both sides of a partition")
+        self._cuts.append((a, b))
+
+    def heal(self) -> None:
+        """Restore every link cut by :meth:`partition`."""
+        self._cuts.clear()
+
+    def crash(self, address: str) -> Link:
+        """The endpoint at ``address`` sends and receives nothing from now on."""
+        link = self.link(address)
+        link.crashed = True
+        return link
+
+    # ------------------------------------------------------------ endpoints
+
+    def bind(self, listen_ip: str, listen_port: int) -> str:
+        """The address an endpoint for ``listen_ip:listen_port`` gets.
+
+        Port 0 picks the next free port from 40000 up. Raises ``OSError``
+        (errno 98) if a live endpoint holds the address; a crashed one may be
+        replaced (a restart).
+        """
+        port = listen_port
+        if port == 0:
+            while format_address(listen_ip, self._next_port) in self.links:
+                self._next_port += 1
+            port = self._next_port
+            self._next_port += 1
+        address = format_address(listen_ip, port)
+        existing = self.links.get(address)
+        if existing is not None and not existing.crashed:
+            raise OSError(98, f"address {address} is already in use")
+        return address
+
+    def open(self, address: str) -> Link:
+        """Open the endpoint at ``address`` (from :meth:`bind`), replacing a crashed one."""
+        opened = next(self._opened)
+        link = Link(address, opened, random.Random(f"{self.seed}/net/{address}/{opened}"))
+        self.links[address] = link
+        return link
+
+    def release(self, link: Link) -> None:
+        """Close ``link``: datagrams to its address are dropped from now on."""
+        if self.links.get(link.address) is link:
+            del self.links[link.address]
+
+    def link(self, address: str) -> Link:
+        """The open endpoint at ``address`` (any spelling); ``KeyError`` if none."""
+        link = self.links.get(canonical_address(address))
+        if link is None:
+            raise KeyError(f"no member at {address}")
+        return link
+
+    # -------------------------------------------------------------- routing
+
+    def route(self, source: Link, target: str, size: int, now: float) -> float | None:
+        """When a datagram of ``size`` bytes sent at ``now`` reaches ``target``;
+        None if it is dropped (counted in :attr:`dropped`, or else in
+        :attr:`delivered`).
+
+        Draws from ``source.rng``: first loss (only when loss is set), then
+        jitter (only when jitter is set).
+        """
+        link = self.links.get(target)
+        if (
+            link is None
+            or source.crashed
+            or link.crashed
+            or size > _MAX_DATAGRAM
+            or (self._cuts and self.cut(source.address, target))
+            or (self.loss and source.rng.random() < self.loss)
+        ):
+            self.dropped += 1
+            return None
+        sent_at = max(now, source.paused_until) + source.outbound_delay
+        arrives = sent_at + self.latency + link.inbound_delay
+        if self.jitter:
+            arrives += self.jitter * source.rng.random()
+        self.delivered += 1
+        return max(arrives, link.paused_until)
+
+    def cut(self, a: str, b: str) -> bool:
+        """True if a partition separates ``a`` from ``b``."""
+        return any(
+            (a in left and b in right) or (a in right and b in left) for left, right in self._cuts
+        )
+
+
+# --------------------------------------------------------------- SimNetwork
 
 
 class _Endpoint:
     """One simulated socket (implements :class:`trio_swim.transport.Transport`)."""
 
-    def __init__(self, network: SimNetwork, address: str, rng: random.Random) -> None:
+    def __init__(self, network: SimNetwork, link: Link) -> None:
         self._network = network
-        self._address = address
-        self.rng = rng
-        self.crashed = False
+        self.link = link
         self.closed = False
-        self.inbound_delay = 0.0
-        self.outbound_delay = 0.0
-        self.paused_until = -math.inf
         self.inbox: list[tuple[float, int, bytes, str]] = []
         self._wakeup = trio.Event()
 
     @property
     def local_address(self) -> str:
-        return self._address
+        return self.link.address
 
     async def send(self, data: bytes, address: str) -> bool:
         await trio.lowlevel.checkpoint()
@@ -64,19 +284,20 @@ class _Endpoint:
         return True
 
     async def receive(self) -> tuple[bytes, str]:
+        link = self.link
         while True:
             now = trio.current_time()
-            if self.inbox and self.inbox[0][0] <= now and not self.crashed:
+            if self.inbox and self.inbox[0][0] <= now and not link.crashed:
                 _, _, data, source = heapq.heappop(self.inbox)
                 return data, source
             self._wakeup = trio.Event()
-            deadline = self.inbox[0][0] if self.inbox and not self.crashed else math.inf
+            deadline = self.inbox[0][0] if self.inbox and not link.crashed else math.inf
             with trio.move_on_at(deadline):
                 await self._wakeup.wait()
 
     def deliver(self, deliver_at: float, data: bytes, source: str, order: int) -> None:
         if len(self.inbox) >= INBOX_LIMIT:
-            self._network.dropped += 1
+            self._network.link_model.dropped += 1
             return
         heapq.heappush(self.inbox, (deliver_at, order, data, source))
         if self.inbox[0][1] == order:
@@ -84,10 +305,7 @@ class _Endpoint:
 
     async def resolve(self, text: str) -> str:
         await trio.lowlevel.checkpoint()
-        host, port = split_address(text)
-        if host == "localhost":
-            host = "127.0.0.1"
-        return format_address(host, port)
+        return _resolve(text)
 
     def close(self) -> None:
         self.closed = True
@@ -107,65 +325,88 @@ class SimNetwork:
         self, *, seed: int = 0, loss: float = 0.0, latency: float = 0.001, jitter: float = 0.0
     ) -> None:
         self.seed = seed
-        self.loss = 0.0
-        self.latency = 0.0
-        self.jitter = 0.0
-        self.set_loss(loss)
-        self.set_latency(latency, jitter)
-        self.delivered = 0
-        """Datagrams handed to an endpoint so far."""
-        self.dropped = 0
-        """Datagrams lost (loss, partition, crash, full inbox) so far."""
+        self.link_model = LinkModel(seed=seed, loss=loss, latency=latency, jitter=jitter)
+        """The decisions of this network (shared with :class:`Simulation`)."""
         self._endpoints: dict[str, _Endpoint] = {}
-        self._cuts: list[tuple[frozenset[str], frozenset[str]]] = []
-        self._opened = itertools.count()
         self._order = itertools.count()
-        self._next_port = 40_000
+
+    @property
+    def delivered(self) -> int:
+        """Datagrams handed to an endpoint so far."""
+        return self.link_model.delivered
+
+    @delivered.setter
+    def delivered(self, value: int) -> None:
+        self.link_model.delivered = value
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams lost (loss, partition, crash, full inbox) so far."""
+        return self.link_model.dropped
+
+    @dropped.setter
+    def dropped(self, value: int) -> None:
+        self.link_model.dropped = value
+
+    @property
+    def loss(self) -> float:
+        """Chance that a datagram is dropped (see :meth:`set_loss`)."""
+        return self.link_model.loss
+
+    @loss.setter
+    def loss(self, value: float) -> None:
+        self.link_model.loss = value
+
+    @property
+    def latency(self) -> float:
+        """One-way delay of every datagram (see :meth:`set_latency`)."""
+        return self.link_model.latency
+
+    @latency.setter
+    def latency(self, value: float) -> None:
+        self.link_model.latency = value
+
+    @property
+    def jitter(self) -> float:
+        """Up to this much more delay per datagram (see :meth:`set_latency`)."""
+        return self.link_model.jitter
+
+    @jitter.setter
+    def jitter(self, value: float) -> None:
+        self.link_model.jitter = value
 
     # ------------------------------------------------------------- faults
 
     def set_loss(self, probability: float) -> None:
         """Drop each datagram with this probability (0 .. 1)."""
-        if not 0.0 <= probability <= 1.0:
-            raise ValueError(f"loss={probability!r}: must be 0..1")
-        self.loss = probability
+        self.link_model.set_loss(probability)
 
     def set_latency(self, latency: float, jitter: float = 0.0) -> None:
         """One-way delay of every datagram: ``latency`` plus up to ``jitter``."""
-        if latency < 0 or jitter < 0:
-            raise ValueError("latency and jitter must be >= 0")
-        self.latency = latency
-        self.jitter = jitter
+        self.link_model.set_latency(latency, jitter)
 
     def set_delay(self, address: str, *, inbound: float = 0.0, outbound: float = 0.0) -> None:
         """Make one member slow: its datagrams in and out take this much longer."""
-        endpoint = self._endpoint(address)
-        endpoint.inbound_delay = inbound
-        endpoint.outbound_delay = outbound
+        self.link_model.set_delay(address, inbound=inbound, outbound=outbound)
 
     def pause(self, address: str, duration: float) -> None:
         """Freeze one member's network for ``duration`` seconds, as a long GC
         pause would: what it sends and receives meanwhile arrives afterwards."""
-        endpoint = self._endpoint(address)
-        endpoint.paused_until = max(endpoint.paused_until, trio.current_time() + duration)
+        self.link_model.pause(address, duration, trio.current_time())
 
     def partition(self, group_a: Iterable[str], group_b: Iterable[str]) -> None:
         """Cut every link between a member of ``group_a`` and one of ``group_b``."""
-        a = frozenset(canonical_address(x) for x in group_a)
-        b = frozenset(canonical_address(x) for x in group_b)
-        if a & b:
-            raise ValueError("a member cannot be on both sides of a partition")
-        self._cuts.append((a, b))
+        self.link_model.partition(group_a, group_b)
 
     def heal(self) -> None:
         """Restore every link cut by :meth:`partition`."""
-        self._cuts.clear()
+        self.link_model.heal()
 
     def crash(self, address: str) -> None:
         """The member at ``address`` falls silent, as a killed process would:
         it sends nothing (no leave) and receives nothing from now on."""
         endpoint = self._endpoint(address)
-        endpoint.crashed = True
+        endpoint.link.crashed = True
         endpoint.inbox.clear()
         endpoint._wakeup.set()
 
@@ -181,26 +422,13 @@ class SimNetwork:
         member starts from the wall clock; here 0 keeps runs reproducible).
         """
         config = Config() if config is None else config
-        address = self._bind(config)
-        opened = next(self._opened)
-        endpoint = _Endpoint(self, address, random.Random(f"{self.seed}/net/{address}/{opened}"))
+        address = self.link_model.bind(config.listen_ip, config.listen_port)
+        link = self.link_model.open(address)
+        endpoint = _Endpoint(self, link)
         self._endpoints[address] = endpoint
-        rng = random.Random(f"{self.seed}/member/{address}/{opened}")
+        rng = random.Random(f"{self.seed}/member/{address}/{link.opened}")
         async with run_member(config, endpoint, rng=rng, incarnation=incarnation) as member:
             yield member
-
-    def _bind(self, config: Config) -> str:
-        port = config.listen_port
-        if port == 0:
-            while format_address(config.listen_ip, self._next_port) in self._endpoints:
-                self._next_port += 1
-            port = self._next_port
-            self._next_port += 1
-        address = format_address(config.listen_ip, port)
-        existing = self._endpoints.get(address)
-        if existing is not None and not existing.crashed:
-            raise OSError(98, f"address {address} is already in use")
-        return address
 
     def _endpoint(self, address: str) -> _Endpoint:
         endpoint = self._endpoints.get(canonical_address(address))
@@ -209,34 +437,14 @@ class SimNetwork:
         return endpoint
 
     def _release(self, endpoint: _Endpoint) -> None:
+        self.link_model.release(endpoint.link)
         if self._endpoints.get(endpoint.local_address) is endpoint:
             del self._endpoints[endpoint.local_address]
 
     def _carry(self, source: _Endpoint, address: str, data: bytes) -> None:
-        target = self._endpoints.get(address)
-        if (
-            target is None
-            or source.crashed
-            or target.crashed
-            or len(data) > _MAX_DATAGRAM
-            or (self._cuts and self._cut(source.local_address, address))
-            or (self.loss and source.rng.random() < self.loss)
-        ):
-            self.dropped += 1
-            return
-        now = trio.current_time()
-        sent_at = max(now, source.paused_until) + source.outbound_delay
-        arrives = sent_at + self.latency + target.inbound_delay
-        if self.jitter:
-            arrives += self.jitter * source.rng.random()
-        arrives = max(arrives, target.paused_until)
-        self.delivered += 1
-        target.deliver(arrives, data, source.local_address, next(self._order))
-
-    def _cut(self, a: str, b: str) -> bool:
-        return any(
-            (a in left and b in right) or (a in right and b in left) for left, right in self._cuts
-        )
+        arrives = self.link_model.route(source.link, address, len(data), trio.current_time())
+        if arrives is not None:
+            self._endpoints[address].deliver(arrives, data, source.local_address, next(self._order))
 
 
 def seed_trio_scheduler(seed: int) -> None:
@@ -252,3 +460,351 @@ def seed_trio_scheduler(seed: int) -> None:
     if not isinstance(generator, random.Random):
         raise RuntimeError("this trio version has no seedable scheduler generator")
     generator.seed(seed)
+
+
+# --------------------------------------------------------------- Simulation
+
+_USER_EVENTS: Final = (StatusChanged, BroadcastReceived, MemberRemoved)
+
+
+class SimMember:
+    """One member of a :class:`Simulation`: its protocol core and its network link.
+
+    Made by :meth:`Simulation.add_member`. Reading it (``members()``,
+    ``statistics()`` ...) is free; inputs go through the simulation
+    (:meth:`Simulation.broadcast`, :meth:`Simulation.join` ...), which carries
+    out what the core asks for in return.
+    """
+
+    __slots__ = ("_armed", "_index", "address", "closed", "link", "on_event", "swim")
+
+    def __init__(
+        self,
+        swim: Swim,
+        link: Link,
+        index: int,
+        on_event: Callable[[float, MemberEvent], object] | None,
+    ) -> None:
+        self.swim = swim
+        """The protocol core (:class:`trio_swim.protocol.Swim`)."""
+        self.address = link.address
+        """The canonical ``host:port`` this member is known by."""
+        self.link = link
+        """Its state in the network (:class:`Link`)."""
+        self.on_event = on_event
+        """Called as ``on_event(time, event)`` for each of its events."""
+        self.closed = False
+        """It left (:meth:`Simulation.close`); it is no longer driven."""
+        self._index = index
+        # The earliest deadline of this member in the simulation's timer heap
+        # (None: none pending); heap entries with another deadline are stale.
+        self._armed: float | None = None
+
+    @property
+    def crashed(self) -> bool:
+        """It was crashed (:meth:`Simulation.crash`)."""
+        return self.link.crashed
+
+    @property
+    def node(self) -> Node:
+        """This member's own record."""
+        return self.swim.me
+
+    def members(self) -> list[Node]:
+        """Every member it knows, itself included."""
+        return self.swim.members()
+
+    def healthy_members(self) -> list[Node]:
+        """The ALIVE members it knows, itself included."""
+        return self.swim.healthy_members()
+
+    def statistics(self) -> MemberStatistics:
+        """A snapshot of its counters (as :meth:`trio_swim.Member.statistics`)."""
+        return self.swim.statistics()
+
+    def __repr__(self) -> str:
+        return f"<SimMember {self.address}>"
+
+
+class Simulation:
+    """A trio-free discrete-event simulation of many protocol cores.
+
+    Every member is a :class:`trio_swim.protocol.Swim` fed by this driver:
+    pending datagrams sit in one heap ordered by arrival, and the members'
+    next timer deadlines in another. Time jumps from one instant to the next;
+    at each instant, datagrams due are always delivered first (in send
+    order), then members due are ticked (by deadline, then in the order they
+    were added). After every input to a core, its datagrams go through the
+    :class:`LinkModel` (the same model as :class:`SimNetwork`: ``loss``,
+    ``latency``, ``jitter``) and its events to its ``on_event``.
+
+    The run is a function of ``seed`` and the calls made: it replays exactly.
+    """
+
+    def __init__(
+        self, seed: int = 0, loss: float = 0.0, latency: float = 0.001, jitter: float = 0.0
+    ) -> None:
+        self.seed = seed
+        self.link_model = LinkModel(seed=seed, loss=loss, latency=latency, jitter=jitter)
+        """The network's decisions (see :class:`LinkModel`)."""
+        self.now = 0.0
+        """The virtual time, in seconds (starts at 0)."""
+        self._members: dict[str, SimMember] = {}
+        self._deliveries: list[tuple[float, int, SimMember, bytes]] = []
+        self._timers: list[tuple[float, int, int, SimMember]] = []
+        self._order = itertools.count()
+
+    # ------------------------------------------------------------- members
+
+    def add_member(
+        self,
+        config: Config,
+        *,
+        incarnation: int = 0,
+        on_event: Callable[[float, MemberEvent], object] | None = None,
+    ) -> SimMember:
+        """Start a member at ``config.listen_ip:listen_port`` and join its
+        ``initial_hosts`` ("localhost" stands for 127.0.0.1).
+
+        Port 0 picks a free port from 40000 up; a taken address raises
+        ``OSError`` (errno 98). ``on_event(time, event)`` is called for each
+        :class:`~trio_swim.StatusChanged`, :class:`~trio_swim.BroadcastReceived`
+        and :class:`~trio_swim.MemberRemoved` of this member, as it happens.
+        """
+        from .protocol import Swim
+
+        address = self.link_model.bind(config.listen_ip, config.listen_port)
+        link = self.link_model.open(address)
+        rng = random.Random(f"{self.seed}/member/{address}/{link.opened}")
+        swim = Swim(config, address, rng=rng, incarnation=incarnation, now=self.now)
+        member = SimMember(swim, link, link.opened, on_event)
+        self._members[address] = member
+        seeds = []
+        for host in config.initial_hosts:
+            try:
+                seeds.append(_resolve(host))
+            except ValueError:
+                continue
+        if seeds:
+            swim.set_seeds(seeds, self.now)
+        self._after_input(member)
+        return member
+
+    def member(self, address: str) -> SimMember:
+        """The member at ``address`` (any spelling); ``KeyError`` if none."""
+        member = self._members.get(canonical_address(address))
+        if member is None:
+            raise KeyError(f"no member at {address}")
+        return member
+
+    def running(self) -> list[SimMember]:
+        """The members neither crashed nor closed, in the order they were added."""
+        return [m for m in self._members.values() if not m.link.crashed]
+
+    @property
+    def delivered(self) -> int:
+        """Datagrams routed to a member so far."""
+        return self.link_model.delivered
+
+    @property
+    def dropped(self) -> int:
+        """Datagrams lost (loss, partition, crash, no such member) so far."""
+        return self.link_model.dropped
+
+    # -------------------------------------------------------------- inputs
+
+    def broadcast(self, address: str, payload: bytes) -> None:
+        """The member at ``address`` broadcasts ``payload`` now."""
+        member = self.member(address)
+        member.swim.broadcast(payload, self.now)
+        self._after_input(member)
+
+    def join(self, address: str, targets: Iterable[str]) -> None:
+        """The member at ``address`` exchanges state with ``targets`` now."""
+        member = self.member(address)
+        member.swim.join([_resolve(t) for t in targets], self.now)
+        self._after_input(member)
+
+    def close(self, address: str) -> None:
+        """The member at ``address`` leaves gracefully now: it becomes LEFT,
+        its goodbyes go out, and it is gone (no wait for an ack)."""
+        member = self.member(address)
+        if not member.link.crashed:
+            member.swim.leave(self.now)
+            self._after_input(member)
+        member.closed = True
+        self.link_model.release(member.link)
+        del self._members[member.address]
+
+    # -------------------------------------------------------------- faults
+
+    def crash(self, address: str) -> None:
+        """The member at ``address`` falls silent, as a killed process would:
+        it sends and receives nothing (no leave), and its core is no longer
+        ticked. A new member may then be added at its address (a restart)."""
+        self.link_model.crash(address)
+
+    def pause(self, address: str, seconds: float) -> None:
+        """Freeze one member's network for ``seconds``, as a long GC pause
+        would: what it sends and receives meanwhile arrives afterwards. Its
+        core keeps running (its probes time out)."""
+        self.link_model.pause(address, seconds, self.now)
+
+    def partition(self, group_a: Iterable[str], group_b: Iterable[str]) -> None:
+        """Cut every link between a member of ``group_a`` and one of ``group_b``."""
+        self.link_model.partition(group_a, group_b)
+
+    def heal(self) -> None:
+        """Restore every link cut by :meth:`partition`."""
+        self.link_model.heal()
+
+    def set_loss(self, probability: float) -> None:
+        """Drop each datagram with this probability (0 .. 1)."""
+        self.link_model.set_loss(probability)
+
+    def set_latency(self, latency: float, jitter: float = 0.0) -> None:
+        """One-way delay of every datagram: ``latency`` plus up to ``jitter``."""
+        self.link_model.set_latency(latency, jitter)
+
+    def set_delay(self, address: str, *, inbound: float = 0.0, outbound: float = 0.0) -> None:
+        """Make one member slow: its datagrams in and out take this much longer."""
+        self.link_model.set_delay(address, inbound=inbound, outbound=outbound)
+
+    # ------------------------------------------------------------- running
+
+    def run_for(self, seconds: float) -> None:
+        """Advance the virtual time by ``seconds``, processing all that falls due."""
+        if seconds < 0:
+            raise ValueError("seconds must be >= 0")
+        self._run(self.now + seconds, None)
+
+    def run_until(
+        self, predicate: Callable[[], bool], timeout: float, *, step: float | None = None
+    ) -> bool:
+        """Advance until ``predicate()`` is true; False if ``timeout`` seconds
+        passed first (the time is then ``timeout`` later).
+
+        The predicate is checked now, then after each instant processed, or,
+        with ``step``, only every ``step`` seconds of virtual time (cheaper
+        for a costly predicate). Returns at once when it is true.
+        """
+        if timeout < 0:
+            raise ValueError("timeout must be >= 0")
+        if predicate():
+            return True
+        end = self.now + timeout
+        if step is None:
+            return self._run(end, predicate)
+        if not step > 0:
+            raise ValueError("step must be > 0")
+        ticks = 0
+        start = self.now
+        while self.now < end:
+            ticks += 1
+            self._run(min(start + ticks * step, end), None)
+            if predicate():
+                return True
+        return False
+
+    def _run(self, end: float, predicate: Callable[[], bool] | None) -> bool:
+        deliveries = self._deliveries
+        timers = self._timers
+        pop = heapq.heappop
+        after = self._after_input
+        while True:
+            next_delivery = deliveries[0][0] if deliveries else math.inf
+            next_timer = timers[0][0] if timers else math.inf
+            instant = min(next_delivery, next_timer)
+            if instant > end:
+                break
+            if instant > self.now:
+                self.now = instant
+            now = self.now
+            while True:
+                if deliveries and deliveries[0][0] <= now:
+                    target, data = pop(deliveries)[2:]
+                    if target.closed or target.link.crashed:
+                        continue
+                    target.swim.receive(data, now)
+                    after(target)
+                elif timers and timers[0][0] <= now:
+                    deadline, _, _, member = pop(timers)
+                    if deadline != member._armed or member.closed or member.link.crashed:
+                        continue  # stale, or no longer driven
+                    member._armed = None
+                    due = member.swim.next_deadline()
+                    if due is not None and due <= now:
+                        member.swim.tick(now)
+                    after(member)
+                else:
+                    break
+            if predicate is not None and predicate():
+                return True
+        if end > self.now:
+            self.now = end
+        return False
+
+    def _after_input(self, member: SimMember) -> None:
+        """Carry out what ``member``'s core asks after an input."""
+        swim = member.swim
+        now = self.now
+        source = member.link
+        route = self.link_model.route
+        members = self._members
+        order = self._order
+        deliveries = self._deliveries
+        while (out := swim.next_datagram()) is not None:
+            target, data = out
+            arrives = route(source, target, len(data), now)
+            if arrives is not None:
+                heapq.heappush(deliveries, (arrives, next(order), members[target], data))
+        on_event = member.on_event
+        while (event := swim.next_event()) is not None:
+            if on_event is not None and isinstance(event, _USER_EVENTS):
+                on_event(now, event)
+        deadline = swim.next_deadline()
+        armed = member._armed
+        if deadline is not None and (armed is None or deadline < armed):
+            member._armed = deadline
+            heapq.heappush(self._timers, (deadline, member._index, next(order), member))
+
+
+# ------------------------------------------------------------------ helpers
+
+
+class Observed(Protocol):
+    """What the helpers below read: a :class:`~trio_swim.Member` or a :class:`SimMember`."""
+
+    @property
+    def address(self) -> str: ...
+
+    def members(self) -> list[Node]: ...
+
+    def healthy_members(self) -> list[Node]: ...
+
+
+def status_seen(member: Observed, target: str) -> Status | None:
+    """What ``member`` believes of ``target`` (None: unknown)."""
+    for node in member.members():
+        if node.address == target:
+            return node.status
+    return None
+
+
+def everyone_sees(members: Iterable[Observed], target: str, status: Status) -> bool:
+    """True if every member other than ``target`` holds ``target`` as ``status``."""
+    return all(status_seen(m, target) is status for m in members if m.address != target)
+
+
+def converged(members: Iterable[Observed]) -> bool:
+    """True if every one of ``members`` sees every one of them ALIVE (and no more)."""
+    members = list(members)
+    return all(len(m.healthy_members()) == len(members) for m in members)
+
+
+def _resolve(text: str) -> str:
+    """``text`` as a canonical address; "localhost" stands for 127.0.0.1."""
+    host, port = split_address(text)
+    if host == "localhost":
+        host = "127.0.0.1"
+    return format_address(host, port)
