@@ -110,7 +110,12 @@ class PiggybackQueue(Generic[T]):
         by_sends = self._by_sends
         for key, entry in taken:
             messages.append(entry.message)
-            del by_sends[entry.sends][key]
+            level = by_sends[entry.sends]
+            del level[key]
+            if not level:
+                # A dict keeps its largest size once emptied: after a crowd
+                # joined that is thousands of slots per level, so start afresh.
+                by_sends[entry.sends] = {}
             entry.sends += 1
             if entry.sends >= limit:
                 del entries[key]

@@ -80,8 +80,10 @@ class Member:
         self._hub = EventHub()
         self._join_replies: dict[str, trio.Event] = {}
         self._leave_acked = False
-        self._clock_wakeup = trio.Event()
-        self._clock_sleeps_until = math.inf
+        # The clock's sleep, whose deadline follows the core's next deadline
+        # (earlier when an input set a sooner timer, later when the due timer
+        # went stale, as an answered probe's timeout does).
+        self._clock_sleep = trio.CancelScope()
         self._sender_wakeup = trio.Event()
         self._sent = 0
         self._sent_bytes = 0
@@ -166,10 +168,10 @@ class Member:
                 self._leave_acked = True
             else:
                 self._hub.publish(event)
-        self._sender_wakeup.set()
+        if self._swim.has_datagrams:
+            self._sender_wakeup.set()
         deadline = self._swim.next_deadline()
-        if deadline is not None and deadline < self._clock_sleeps_until:
-            self._clock_wakeup.set()
+        self._clock_sleep.deadline = math.inf if deadline is None else deadline
 
     async def _send(self, address: str, data: bytes) -> None:
         if await self._transport.send(data, address):
@@ -202,12 +204,9 @@ class Member:
     async def _clock(self) -> None:
         while True:
             self._swim.tick(trio.current_time())
-            self._after_input()
-            deadline = self._swim.next_deadline()
-            self._clock_sleeps_until = math.inf if deadline is None else deadline
-            self._clock_wakeup = trio.Event()
-            with trio.move_on_at(self._clock_sleeps_until):
-                await self._clock_wakeup.wait()
+            with trio.CancelScope() as self._clock_sleep:
+                self._after_input()  # sets the deadline
+                await trio.sleep_forever()
 
     async def _seeds(self) -> None:
         """Resolve ``initial_hosts`` for the core, which joins them; again later,

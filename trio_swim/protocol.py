@@ -30,6 +30,7 @@ budget.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Final, NoReturn
@@ -305,10 +306,16 @@ class Swim:
         self._joined = False
         self._leave_seq: int | None = None
 
+        self._now = now
+        """The time of the input being handled."""
         self._timers.push(now, ProbePeriodEnd())
-        gossip = config.gossip_interval_millis / 1000
-        if gossip > 0 and config.gossip_fanout > 0:
-            self._timers.push(now + gossip, GossipDue())
+        # Gossip rounds fall on a grid from ``now``, but a round is only set
+        # while there is news to spread, so an idle member is not woken 5
+        # times a second for nothing.
+        self._gossip_interval = config.gossip_interval_millis / 1000
+        self._gossip_enabled = self._gossip_interval > 0 and config.gossip_fanout > 0
+        self._gossip_next = now + self._gossip_interval
+        self._gossip_armed = False
         if config.sync_interval_seconds > 0:
             self._timers.push(now + self._jittered(config.sync_interval_seconds), SyncDue())
 
@@ -365,6 +372,7 @@ class Swim:
 
     def receive(self, data: bytes, now: float) -> None:
         """Handle one datagram. Never raises: what is refused is counted."""
+        self._now = now
         self._counts.packets_received += 1
         self._counts.bytes_received += len(data)
         packet = self._codec.decode(data)
@@ -382,6 +390,7 @@ class Swim:
 
     def tick(self, now: float) -> None:
         """Fire every timer due at or before ``now`` (in deadline order)."""
+        self._now = now
         if self._leave_seq is not None:
             return
         while (timer := self._timers.pop_due(now)) is not None:
@@ -411,6 +420,7 @@ class Swim:
             )
         if self._leave_seq is not None:
             return  # left: nothing goes out any more
+        self._now = now
         self._broadcast_seq += 1
         message = UserBroadcast(self.address, self._broadcast_seq, bytes(payload))
         self._seen.first_time((self.address, self._broadcast_seq), now)
@@ -423,6 +433,7 @@ class Swim:
         """
         if self._leave_seq is not None:
             return
+        self._now = now
         for target in dict.fromkeys(addresses):
             if target != self.address:
                 self._send_state(target, want_reply=True)
@@ -476,6 +487,11 @@ class Swim:
                 return address, data
         return None
 
+    @property
+    def has_datagrams(self) -> bool:
+        """True if :meth:`next_datagram` may have something to send."""
+        return bool(self._outbox)
+
     def next_event(self) -> Output | None:
         """The next event or runner notice; None when there is none."""
         return self._events.popleft() if self._events else None
@@ -524,10 +540,22 @@ class Swim:
 
     def _queue_update(self, update: Update) -> None:
         self._updates.put(update.address, update, self._codec.message_size(update))
+        self._arm_gossip()
 
     def _queue_broadcast(self, message: UserBroadcast) -> None:
         key = (message.origin, message.seq)
         self._broadcasts.put(key, message, self._codec.message_size(message))
+        self._arm_gossip()
+
+    def _arm_gossip(self) -> None:
+        """There is news: make sure a gossip round is set, at the next grid point."""
+        if self._gossip_armed or not self._gossip_enabled:
+            return
+        if self._gossip_next < self._now:
+            missed = math.ceil((self._now - self._gossip_next) / self._gossip_interval)
+            self._gossip_next += missed * self._gossip_interval
+        self._gossip_armed = True
+        self._timers.push(self._gossip_next, GossipDue())
 
     def _send_state(self, address: str, *, want_reply: bool) -> None:
         """Send the whole table to ``address``, split over as many packets as needed."""
@@ -864,10 +892,13 @@ class Swim:
                 if isinstance(self._pending.get(seq), _Relay):
                     del self._pending[seq]
             case GossipDue():
-                self._timers.push(now + self.config.gossip_interval_millis / 1000, GossipDue())
+                self._gossip_next = now + self._gossip_interval
                 if self._updates or self._broadcasts:
+                    self._timers.push(self._gossip_next, GossipDue())
                     for target in self._table.random_live(self.config.gossip_fanout):
                         self._send(target, [])
+                else:
+                    self._gossip_armed = False
             case SyncDue():
                 interval = self.config.sync_interval_seconds
                 self._timers.push(now + self._jittered(interval), SyncDue())

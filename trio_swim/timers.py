@@ -114,7 +114,8 @@ class RelayEnd(msgspec.Struct, frozen=True):
 
 
 class GossipDue(msgspec.Struct, frozen=True):
-    """Send pending news to a few random members. Repeats; never stale."""
+    """Send pending news to a few random members. Repeats while there is
+    news; at most one is pending, so it is never stale."""
 
 
 class SyncDue(msgspec.Struct, frozen=True):
