@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import re
 from typing import Any
 
@@ -9,6 +10,11 @@ import msgspec
 import pytest
 
 from trio_swim import Config, ConfigError
+
+KEY_16 = bytes(range(16))
+KEY_32 = bytes(range(100, 132))
+B64_16 = base64.b64encode(KEY_16).decode()
+B64_32 = base64.b64encode(KEY_32).decode()
 
 # For every Config field: a value of its SWIM_* variable other than the
 # default, and what it must become.
@@ -46,6 +52,15 @@ ENV_EXAMPLES: dict[str, tuple[str, Any]] = {
     "tombstone_seconds": ("60", 60.0),
     "max_members": ("500", 500),
     "event_buffer": ("64", 64),
+    "secret_keys": (f"{B64_16}, {B64_32.rstrip('=')}", [KEY_16, KEY_32]),
+    "accept_plaintext": ("true", True),
+    "send_plaintext": ("on", True),
+}
+
+# Variables some examples need beside their own to be valid.
+ENV_NEEDS: dict[str, dict[str, str]] = {
+    "accept_plaintext": {"SWIM_SECRET_KEYS": B64_16},
+    "send_plaintext": {"SWIM_SECRET_KEYS": B64_16, "SWIM_ACCEPT_PLAINTEXT": "1"},
 }
 
 # The variables Smudge documents, under our prefix.
@@ -84,7 +99,7 @@ def test_each_variable_sets_its_field(field: str) -> None:
     raw, expected = ENV_EXAMPLES[field]
     default = getattr(Config(), field)
     assert expected != default, "the example must differ from the default"
-    cfg = Config.from_env({variable(field): raw})
+    cfg = Config.from_env({**ENV_NEEDS.get(field, {}), variable(field): raw})
     assert getattr(cfg, field) == expected
     assert type(getattr(cfg, field)) is type(expected)
 
@@ -227,3 +242,94 @@ def test_a_conflict_with_a_keyword_argument_names_the_setting() -> None:
     message = "max_broadcast_bytes=500: must leave 200 bytes of max_packet_bytes (600)"
     with pytest.raises(ConfigError, match=f"^{re.escape(message)}$"):
         Config.from_env({"SWIM_MAX_PACKET_BYTES": "600"}, max_broadcast_bytes=500)
+
+
+# ------------------------------------------------------------- secrets
+
+
+def test_secret_keys_spellings() -> None:
+    def keys(raw: str) -> list[bytes]:
+        return Config.from_env({"SWIM_SECRET_KEYS": raw}).secret_keys
+
+    assert keys(B64_16) == [KEY_16]
+    assert keys(f" {B64_32} ,{B64_16},") == [KEY_32, KEY_16]
+    assert keys(B64_16.rstrip("=")) == [KEY_16]
+    assert keys("") == keys(" , ") == []
+    key_24 = bytes(range(50, 74))
+    assert keys(base64.b64encode(key_24).decode()) == [key_24]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (f"{B64_16},not-base64!", "SWIM_SECRET_KEYS: key 2 is not base64"),
+        (B64_16.replace("A", "_"), "SWIM_SECRET_KEYS: key 1 is not base64"),
+        (
+            f"{B64_16},{base64.b64encode(KEY_32[:20]).decode()}",
+            "SWIM_SECRET_KEYS: key 2 is 20 bytes: must be 16, 24 or 32",
+        ),
+        (f"{B64_16},{B64_32},{B64_16.rstrip('=')}", "SWIM_SECRET_KEYS: key 3 repeats key 1"),
+        (
+            ",".join(base64.b64encode(bytes([i]) * 16).decode() for i in range(17)),
+            "SWIM_SECRET_KEYS: 17 keys: at most 16",
+        ),
+    ],
+)
+def test_a_bad_secret_key_is_named_by_position_never_shown(raw: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}") as info:
+        Config.from_env({"SWIM_SECRET_KEYS": raw})
+    text = str(info.value)
+    assert raw not in text
+    for part in raw.split(","):
+        assert part.strip().rstrip("=") not in text
+    assert "=" not in text
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        (
+            {"SWIM_ACCEPT_PLAINTEXT": "true"},
+            "SWIM_ACCEPT_PLAINTEXT='true': needs secret_keys",
+        ),
+        (
+            {"SWIM_SEND_PLAINTEXT": "true", "SWIM_ACCEPT_PLAINTEXT": "true"},
+            "SWIM_ACCEPT_PLAINTEXT='true': needs secret_keys",
+        ),
+        (
+            {"SWIM_SECRET_KEYS": B64_16, "SWIM_SEND_PLAINTEXT": "yes"},
+            "SWIM_SEND_PLAINTEXT='yes': needs accept_plaintext",
+        ),
+        (
+            {"SWIM_SECRET_KEYS": B64_16, "SWIM_ACCEPT_PLAINTEXT": "maybe"},
+            "SWIM_ACCEPT_PLAINTEXT='maybe': must be true or false",
+        ),
+        (
+            {"SWIM_SECRET_KEYS": B64_16, "SWIM_MAX_BROADCAST_BYTES": "1200"},
+            "SWIM_MAX_BROADCAST_BYTES='1200': must leave 229 bytes of max_packet_bytes (1400) "
+            "when packets are sealed",
+        ),
+    ],
+)
+def test_plaintext_switches_need_keys_and_each_other(env: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{re.escape(message)}") as info:
+        Config.from_env(env)
+    assert B64_16 not in str(info.value)
+
+
+def test_keyword_keys_win_over_the_variable() -> None:
+    env = {"SWIM_SECRET_KEYS": B64_16, "SWIM_ACCEPT_PLAINTEXT": "true"}
+    cfg = Config.from_env(env, secret_keys=[KEY_32])
+    assert (cfg.secret_keys, cfg.accept_plaintext) == ([KEY_32], True)
+    hidden = Config.from_env({"SWIM_SECRET_KEYS": "not base64!"}, secret_keys=[KEY_16])
+    assert hidden.secret_keys == [KEY_16]
+    plain = Config.from_env(env, accept_plaintext=False)
+    assert (plain.secret_keys, plain.accept_plaintext) == ([KEY_16], False)
+
+
+def test_a_conflict_with_keyword_keys_names_the_setting() -> None:
+    with pytest.raises(ConfigError, match=r"^send_plaintext=True: needs accept_plaintext"):
+        Config.from_env({"SWIM_SECRET_KEYS": B64_16}, send_plaintext=True)
+    with pytest.raises(ConfigError, match=r"^secret_keys: key 1 is 8 bytes") as info:
+        Config.from_env({}, secret_keys=[b"12345678"])
+    assert "12345678" not in str(info.value)

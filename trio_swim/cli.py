@@ -34,6 +34,7 @@ from .config import Config, ConfigError
 from .events import BroadcastReceived, Event, MemberRemoved, StatusChanged
 from .member import Member, open_member, run_member, wall_clock_incarnation
 from .membership import Status
+from .security import MAX_KEYS, check_key, decode_key
 from .transport import KillableTransport, open_udp_transport
 
 _PROG: Final = "trio-swim"
@@ -41,6 +42,10 @@ _EXIT_OK: Final = 0
 _EXIT_FAILED: Final = 1
 _EXIT_USAGE: Final = 2
 _EXIT_INTERRUPTED: Final = 130
+
+# A key file larger than this is refused rather than read (16 keys in base64,
+# with comments, take far less).
+_KEY_FILE_MAX_BYTES: Final = 65_536
 
 # Largest chunk read from stdin at once; an unfinished line is held only up to
 # the broadcast limit (the rest of an oversize line is counted, not kept).
@@ -124,6 +129,26 @@ def build_parser() -> argparse.ArgumentParser:
         help="do not announce or listen for members by multicast (the default)",
     )
     run.add_argument(
+        "--key-file",
+        metavar="PATH",
+        type=_key_file,
+        help=(
+            "seal packets with AES-GCM: one base64 key (16, 24 or 32 bytes) per line, "
+            "the first the primary; blank lines and # comments are ignored "
+            "(replaces SWIM_SECRET_KEYS)"
+        ),
+    )
+    run.add_argument(
+        "--accept-plaintext",
+        action=argparse.BooleanOptionalAction,
+        help="with keys, also accept unsealed packets (turning encryption on: step 1 and 2)",
+    )
+    run.add_argument(
+        "--send-plaintext",
+        action=argparse.BooleanOptionalAction,
+        help="with keys, still send unsealed packets (turning encryption on: step 1)",
+    )
+    run.add_argument(
         "--json",
         action="store_true",
         help="print one JSON object per line instead of readable lines",
@@ -182,6 +207,46 @@ def _whole_number(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
 
 
+def _key_file(path: str) -> list[bytes]:
+    """The keys in the file at ``path``; errors name the line, never the key."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(_KEY_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"{path!r}: {exc.strerror or exc}") from None
+    if len(data) > _KEY_FILE_MAX_BYTES:
+        raise argparse.ArgumentTypeError(
+            f"{path!r}: more than {_KEY_FILE_MAX_BYTES} bytes: not a key file"
+        )
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise argparse.ArgumentTypeError(f"{path!r}: not a text file") from None
+    keys: list[bytes] = []
+    line_of: dict[bytes, int] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        content = line.split("#", 1)[0].strip()
+        if not content:
+            continue
+        where = f"{path!r}, line {number}"
+        try:
+            key = check_key(decode_key(content))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(f"{where}: {exc}") from None
+        if key in line_of:
+            raise argparse.ArgumentTypeError(f"{where}: the same key as line {line_of[key]}")
+        if len(keys) == MAX_KEYS:
+            raise argparse.ArgumentTypeError(
+                f"{where}: more than {MAX_KEYS} keys "
+                "(each received packet may be tried against every key)"
+            )
+        line_of[key] = number
+        keys.append(key)
+    if not keys:
+        raise argparse.ArgumentTypeError(f"{path!r}: no keys")
+    return keys
+
+
 def _demo_size(text: str) -> int:
     size = _whole_number(text)
     if not _DEMO_MIN_SIZE <= size <= _DEMO_MAX_SIZE:
@@ -215,6 +280,9 @@ _FLAG_OF_FIELD: Final = {
     "cluster_name": "--cluster",
     "heartbeat_millis": "--heartbeat-ms",
     "multicast_enabled": "--multicast",
+    "secret_keys": "--key-file",
+    "accept_plaintext": "--accept-plaintext",
+    "send_plaintext": "--send-plaintext",
 }
 
 
@@ -234,12 +302,20 @@ def run_config(args: argparse.Namespace, environ: Mapping[str, str] | None = Non
         flags["heartbeat_millis"] = args.heartbeat_ms
     if args.multicast is not None:
         flags["multicast_enabled"] = args.multicast
+    if args.key_file is not None:
+        flags["secret_keys"] = args.key_file
+    if args.accept_plaintext is not None:
+        flags["accept_plaintext"] = args.accept_plaintext
+    if args.send_plaintext is not None:
+        flags["send_plaintext"] = args.send_plaintext
     try:
         return Config.from_env(environ, **flags)
     except ConfigError as exc:
-        field, sep, rest = str(exc).partition("=")
-        if sep and field in flags:
-            raise ConfigError(f"{_FLAG_OF_FIELD[field]}={rest}") from None
+        message = str(exc)
+        # "field=value: why", or "field: why" for a secret.
+        for field in flags:
+            if message.startswith((f"{field}=", f"{field}:")):
+                raise ConfigError(_FLAG_OF_FIELD[field] + message[len(field) :]) from None
         raise
 
 

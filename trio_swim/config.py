@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from .addresses import AddressError, split_address
+from .security import KEY_SIZES, MAX_KEYS, SEAL_OVERHEAD, decode_key
 
 ENV_PREFIX = "SWIM_"
 
@@ -91,6 +92,33 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     """Members beyond this number are not added (and counted as refused)."""
     event_buffer: int = 1024
     """Events buffered per subscriber before it is told it lagged."""
+    secret_keys: list[bytes] = []
+    """AES-GCM keys (16, 24 or 32 bytes each, at most 16, no repeats) that seal every packet.
+
+    Empty: packets travel in plaintext. Otherwise the first key seals what
+    this member sends and every key is tried on what it receives; packets that
+    open under none are dropped (see :mod:`trio_swim.security` for what this
+    does and does not protect). ``SWIM_SECRET_KEYS`` takes them as
+    comma-separated standard base64, the primary first.
+
+    The repr of a Config (as msgspec writes it) and any msgspec encoding of
+    it show these bytes: do not log a Config that holds keys. Error messages
+    never show them.
+    """
+    accept_plaintext: bool = False
+    """With ``secret_keys``: also accept packets that are not sealed.
+
+    For turning encryption on in a running cluster without a partition:
+    first every member accepts plaintext and keeps sending it
+    (``send_plaintext``), then every member seals (``send_plaintext`` off),
+    then every member refuses plaintext (this off). Needs ``secret_keys``.
+    """
+    send_plaintext: bool = False
+    """With ``secret_keys``: send packets unsealed (still accepting sealed ones).
+
+    The first step of turning encryption on (see ``accept_plaintext``, which
+    it needs). Needs ``secret_keys``.
+    """
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -101,8 +129,11 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 
         Every field can be set (``SWIM_LISTEN_PORT``, ``SWIM_HEARTBEAT_MILLIS``
         ...). ``SWIM_INITIAL_HOSTS`` is comma separated; booleans accept
-        true/false/1/0/yes/no/on/off. A bad value raises :class:`ConfigError`
-        naming the variable, e.g. ``SWIM_LISTEN_PORT='70000': must be 0..65535``.
+        true/false/1/0/yes/no/on/off. ``SWIM_SECRET_KEYS`` is comma-separated
+        standard base64 (padding optional), the primary key first. A bad value
+        raises :class:`ConfigError` naming the variable, e.g.
+        ``SWIM_LISTEN_PORT='70000': must be 0..65535``; for a secret the
+        message names the variable and the key's position, never its value.
 
         When the heartbeat is set here but the probe timeouts are not, the
         timeouts shrink with it (to at most half a period), so that a short
@@ -118,7 +149,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             for name, value in overrides.items():
                 _check_field(name, value)
         except _Invalid as exc:
-            raise ConfigError(f"{exc.name}={overrides[exc.name]!r}: {exc.why}") from None
+            raise ConfigError(_message(exc.name, exc.name, overrides[exc.name], exc.why)) from None
         settings.update(overrides)
         for name, field_type in _FIELD_TYPES.items():
             variable = env_variable(name)
@@ -126,18 +157,23 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
                 continue
             raw = env[variable]
             try:
-                settings[name] = _parse_env_value(field_type, raw)
+                if name == "secret_keys":
+                    settings[name] = _parse_secret_keys(raw)
+                else:
+                    settings[name] = _parse_env_value(field_type, raw)
                 _check_field(name, settings[name])
             except _Invalid as exc:
-                raise ConfigError(f"{variable}={raw!r}: {exc.why}") from None
+                raise ConfigError(_message(variable, name, raw, exc.why)) from None
             from_environment[name] = raw
         try:
             _check_consistency(settings)
         except _Invalid as exc:
             if exc.name in from_environment:
                 raw = from_environment[exc.name]
-                raise ConfigError(f"{env_variable(exc.name)}={raw!r}: {exc.why}") from None
-            raise ConfigError(f"{exc.name}={settings[exc.name]!r}: {exc.why}") from None
+                raise ConfigError(
+                    _message(env_variable(exc.name), exc.name, raw, exc.why)
+                ) from None
+            raise ConfigError(_message(exc.name, exc.name, settings[exc.name], exc.why)) from None
         return cls(**settings)
 
     @property
@@ -163,6 +199,17 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 def env_variable(name: str) -> str:
     """The environment variable of a Config field: ``listen_port`` -> ``SWIM_LISTEN_PORT``."""
     return ENV_PREFIX + name.upper()
+
+
+# Settings whose values never appear in an error message.
+_SECRET_FIELDS: frozenset[str] = frozenset({"secret_keys"})
+
+
+def _message(label: str, name: str, value: Any, why: str) -> str:
+    """``label=value: why``, or ``label: why`` when ``name`` is a secret."""
+    if name in _SECRET_FIELDS:
+        return f"{label}: {why}"
+    return f"{label}={value!r}: {why}"
 
 
 class _Invalid(Exception):
@@ -201,6 +248,40 @@ def _parse_env_value(field_type: type, raw: str) -> Any:
     if field_type is list:
         return [part.strip() for part in text.split(",") if part.strip()]
     return raw
+
+
+def _parse_secret_keys(raw: str) -> list[bytes]:
+    """Comma-separated standard base64, padding optional; empty items are skipped."""
+    keys: list[bytes] = []
+    for position, part in enumerate((p.strip() for p in raw.split(",") if p.strip()), 1):
+        try:
+            keys.append(decode_key(part))
+        except ValueError:
+            raise _Invalid("secret_keys", f"key {position} is not base64") from None
+    return keys
+
+
+def _secret_key_problem(keys: Any) -> str | None:
+    """What is wrong with ``keys`` as ``Config.secret_keys``, or None if nothing is.
+
+    The answer names positions (counting from 1) and lengths, never key bytes.
+    """
+    if not isinstance(keys, list) or not all(isinstance(key, bytes) for key in keys):
+        return "must be a list of bytes"
+    if len(keys) > MAX_KEYS:
+        return (
+            f"{len(keys)} keys: at most {MAX_KEYS} "
+            "(each received packet may be tried against every key)"
+        )
+    sizes = ", ".join(map(str, KEY_SIZES[:-1])) + f" or {KEY_SIZES[-1]}"
+    first_seen: dict[bytes, int] = {}
+    for position, key in enumerate(keys, 1):
+        if len(key) not in KEY_SIZES:
+            return f"key {position} is {len(key)} bytes: must be {sizes}"
+        if key in first_seen:
+            return f"key {position} repeats key {first_seen[key]}"
+        first_seen[key] = position
+    return None
 
 
 def _check_type(name: str, value: Any, kind: type) -> None:
@@ -257,12 +338,17 @@ def _validate(cfg: Config) -> None:
             _check_field(name, getattr(cfg, name))
         _check_consistency(msgspec.structs.asdict(cfg))
     except _Invalid as exc:
-        raise ConfigError(f"{exc.name}={getattr(cfg, exc.name)!r}: {exc.why}") from None
+        raise ConfigError(_message(exc.name, exc.name, getattr(cfg, exc.name), exc.why)) from None
 
 
 def _check_field(name: str, value: Any) -> None:
     """Check one setting on its own (its type, range and form)."""
     kind = _FIELD_TYPES[name]
+    if name == "secret_keys":
+        problem = _secret_key_problem(value)
+        if problem is not None:
+            raise _Invalid(name, problem)
+        return
     if kind is list:
         if not isinstance(value, list) or not all(isinstance(h, str) for h in value):
             raise _Invalid(name, "must be a list of 'host:port' strings")
@@ -295,9 +381,21 @@ def _check_field(name: str, value: Any) -> None:
 
 def _check_consistency(settings: Mapping[str, Any]) -> None:
     """Check the settings that constrain each other (each one already valid alone)."""
-    header_room = 200
+    keyed = bool(settings["secret_keys"])
+    # Sealing adds its overhead to every packet.
+    header_room = 200 + (SEAL_OVERHEAD if keyed else 0)
     if settings["max_broadcast_bytes"] > settings["max_packet_bytes"] - header_room:
+        sealed = " when packets are sealed" if keyed else ""
         raise _Invalid(
             "max_broadcast_bytes",
-            f"must leave {header_room} bytes of max_packet_bytes ({settings['max_packet_bytes']})",
+            f"must leave {header_room} bytes of max_packet_bytes "
+            f"({settings['max_packet_bytes']}){sealed}",
+        )
+    for name in ("accept_plaintext", "send_plaintext"):
+        if settings[name] and not keyed:
+            raise _Invalid(name, "needs secret_keys (without keys every packet is plaintext)")
+    if settings["send_plaintext"] and not settings["accept_plaintext"]:
+        raise _Invalid(
+            "send_plaintext",
+            "needs accept_plaintext (members that send plaintext must accept it too)",
         )
