@@ -401,6 +401,8 @@ async def test_a_relay_nacks_a_silent_target_and_still_relays_a_late_ack(
 ) -> None:
     requester, target = "10.0.0.2:7946", "10.0.0.3:7946"
     async with scripted_member(lifeguard=lifeguard) as (_member, script):
+        script.introduce(requester, target)  # only members relay for members
+        await trio.testing.wait_all_tasks_blocked()
         start = trio.current_time()
         script.inject(requester, PingReq(77, target))
         await trio.sleep(0.2)

@@ -115,8 +115,23 @@ def test_table_is_bounded() -> None:
     t = table(max_members=3)
     assert isinstance(t.apply(OTHERS[0], Status.ALIVE, 0, 0.0), Change)
     assert isinstance(t.apply(OTHERS[1], Status.ALIVE, 0, 0.0), Change)
+    t.verify(OTHERS[0])
+    t.verify(OTHERS[1])
     assert t.apply(OTHERS[2], Status.ALIVE, 0, 0.0) is Refused.TABLE_FULL
     assert len(t) == 3
+
+
+def test_a_full_table_makes_room_by_forgetting_the_oldest_member_never_heard_from() -> None:
+    t = table(max_members=4)
+    for other in OTHERS[:3]:
+        t.apply(other, Status.ALIVE, 0, 0.0)
+    t.verify(OTHERS[0])
+    change = t.apply(OTHERS[3], Status.ALIVE, 0, 0.0)
+    assert isinstance(change, Change)
+    assert change.evicted == Node(OTHERS[1], Status.ALIVE, 0)
+    assert t.get(OTHERS[1]) is None
+    assert t.get(OTHERS[0]) is not None
+    assert len(t) == 4
 
 
 def test_tombstone_refuses_stale_news_until_it_expires() -> None:

@@ -92,8 +92,12 @@ class MulticastSocket:
 
     async def receive(self, max_bytes: int) -> bytes:
         """Wait for the next datagram heard on the group, cut to ``max_bytes``."""
-        data, _source = await self._sock.recvfrom(max_bytes)
-        return data
+        return (await self.receive_from(max_bytes))[0]
+
+    async def receive_from(self, max_bytes: int) -> tuple[bytes, str]:
+        """The next datagram heard on the group and its source ``host:port``."""
+        data, source = await self._sock.recvfrom(max_bytes)
+        return data, format_address(source[0], source[1])
 
     def close(self) -> None:
         """Close the socket (which leaves the group)."""
@@ -205,10 +209,11 @@ async def run_discovery(
     *,
     interval: float,
     max_packet_bytes: int,
-    deliver: Callable[[bytes], None],
+    deliver: Callable[[bytes, str], None],
     count_send: Callable[[int | None], None],
 ) -> None:
-    """Announce on ``sock`` and hand every other datagram heard there to ``deliver``.
+    """Announce on ``sock`` and hand every other datagram heard there, with its
+    source address, to ``deliver``.
 
     ``announcement`` goes out at once and then every ``interval`` seconds
     (0: only at start); ``count_send`` is told the size of each one sent, or
@@ -240,14 +245,14 @@ async def _listen(
     sock: MulticastSocket,
     announcement: bytes,
     max_packet_bytes: int,
-    deliver: Callable[[bytes], None],
+    deliver: Callable[[bytes, str], None],
 ) -> None:
     # One byte over the limit, so an oversized datagram is seen (and counted)
     # as oversized rather than cut to a plausible length.
     while True:
-        data = await sock.receive(max_packet_bytes + 1)
+        data, source = await sock.receive_from(max_packet_bytes + 1)
         if data != announcement:
-            deliver(data)
+            deliver(data, source)
 
 
 def _is_ipv6(ip: str) -> bool:

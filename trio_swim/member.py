@@ -41,6 +41,7 @@ from .protocol import (
     SyncAnswered,
     default_join_wait,
 )
+from .security import Keyring
 from .transport import Transport, open_udp_transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
@@ -75,7 +76,12 @@ class Member:
         self.address: str = transport.local_address
         """The ``host:port`` this member is bound to and known by."""
         self._swim = Swim(
-            config, self.address, rng=rng, incarnation=incarnation, now=trio.current_time()
+            config,
+            self.address,
+            rng=rng,
+            incarnation=incarnation,
+            now=trio.current_time(),
+            keyring=Keyring(config.secret_keys) if config.secret_keys else None,
         )
         self._hub = EventHub()
         self._join_replies: dict[str, trio.Event] = {}
@@ -150,9 +156,20 @@ class Member:
             send_errors=self._send_errors,
         )
 
-    def receive_datagram(self, data: bytes) -> None:
-        """Handle one datagram now, as if it had arrived on the socket."""
-        self._swim.receive(data, trio.current_time())
+    @property
+    def keyring(self) -> Keyring | None:
+        """The cluster's keys, for rotation on a live member (None without keys).
+
+        Install a new key on every member, then ``use`` it everywhere, then
+        ``remove`` the old one: at every step each member can open what every
+        other sends.
+        """
+        return self._swim.keyring
+
+    def receive_datagram(self, data: bytes, source: str | None = None) -> None:
+        """Handle one datagram now, as if it had arrived on the socket from
+        ``source`` (None: from the sender it claims)."""
+        self._swim.receive(data, trio.current_time(), source)
         self._after_input()
 
     # ------------------------------------------------------------ plumbing
@@ -198,8 +215,8 @@ class Member:
 
     async def _receiver(self) -> None:
         while True:
-            data, _source = await self._transport.receive()
-            self.receive_datagram(data)
+            data, source = await self._transport.receive()
+            self.receive_datagram(data, source)
 
     async def _clock(self) -> None:
         while True:
@@ -242,8 +259,8 @@ class Member:
         while (out := self._swim.next_datagram()) is not None:
             await self._send(*out)
         while not self._leave_acked:
-            data, _source = await self._transport.receive()
-            self.receive_datagram(data)
+            data, source = await self._transport.receive()
+            self.receive_datagram(data, source)
 
     async def _run(
         self,
@@ -342,7 +359,9 @@ async def open_member(config: Config | None = None) -> AsyncIterator[Member]:
     async with run_member(
         config,
         transport,
-        rng=random.Random(),
+        # Unpredictable: probe sequence numbers are drawn from it, and an
+        # outsider must not guess which ack a member is waiting for.
+        rng=random.SystemRandom(),
         incarnation=wall_clock_incarnation(),
         extra_tasks=tasks,
     ) as member:

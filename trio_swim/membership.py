@@ -62,6 +62,8 @@ class Change(msgspec.Struct, frozen=True):
 
     node: Node
     previous: Node | None
+    evicted: Node | None = None
+    """A member never heard from directly, forgotten to make room for ``node``."""
 
 
 class Refute(msgspec.Struct, frozen=True):
@@ -81,9 +83,12 @@ class Refused(enum.Enum):
 class MemberTable:
     """Every known member, self included, and the rules to update them.
 
-    Bounds: at most ``max_members`` records (further newcomers are refused with
-    :attr:`Refused.TABLE_FULL`) and at most ``max_members`` tombstones (the
-    oldest is forgotten first).
+    Bounds: at most ``max_members`` records and at most ``max_members``
+    tombstones (the oldest is forgotten first). When the table is full, a
+    newcomer takes the place of the oldest member this member has never heard
+    from directly (:meth:`verify`), which is what a flood of made-up members
+    consists of; only when every member was heard from is it refused with
+    :attr:`Refused.TABLE_FULL`.
     """
 
     def __init__(
@@ -105,6 +110,8 @@ class MemberTable:
         self._probe_order: list[str] = []
         self._probe_next = 0
         self._tombstones: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        # Members only heard of, never heard from; oldest first.
+        self._unverified: dict[str, None] = {}
 
     # ----------------------------------------------------------------- reading
 
@@ -186,14 +193,26 @@ class MemberTable:
             removed_at = self.tombstone(address, now)
             if removed_at is not None and incarnation <= removed_at:
                 return Refused.TOMBSTONE
+            evicted = None
             if len(self._nodes) >= self.max_members:
-                return Refused.TABLE_FULL
+                if not self._unverified:
+                    return Refused.TABLE_FULL
+                evicted = self._nodes[next(iter(self._unverified))]
+                self._forget(evicted.address)
             self._tombstones.pop(address, None)
+            node = Node(address, status, incarnation)
+            self._set(node)
+            self._unverified[address] = None
+            return Change(node, None, evicted)
         elif not supersedes(status, incarnation, old):
             return Refused.STALE
         node = Node(address, status, incarnation)
         self._set(node)
         return Change(node, old)
+
+    def verify(self, address: str) -> None:
+        """``address`` was heard from directly (it is a real endpoint)."""
+        self._unverified.pop(address, None)
 
     def _apply_to_self(self, status: Status, incarnation: int) -> Refute | Refused:
         me = self.me
@@ -221,13 +240,17 @@ class MemberTable:
         node = self._nodes.get(address)
         if node is None or address == self.self_address:
             return None
-        del self._nodes[address]
-        self._drop_live(address)
+        self._forget(address)
         self._tombstones.pop(address, None)
         self._tombstones[address] = (node.incarnation, now + remember_for)
         while len(self._tombstones) > self.max_members:
             self._tombstones.popitem(last=False)
         return node
+
+    def _forget(self, address: str) -> None:
+        del self._nodes[address]
+        self._drop_live(address)
+        self._unverified.pop(address, None)
 
     def _set(self, node: Node) -> None:
         self._nodes[node.address] = node

@@ -51,6 +51,7 @@ from .membership import (
     Status,
     supersedes,
 )
+from .security import SEAL_OVERHEAD, Keyring, associated_data, is_sealed
 from .suspicion import (
     LocalHealth,
     RttEstimator,
@@ -78,6 +79,7 @@ from .timers import (
     TimerHeap,
 )
 from .wire import (
+    PROTOCOL_VERSION,
     Ack,
     Announce,
     Codec,
@@ -111,6 +113,14 @@ BROADCAST_MEMORY_SECONDS: Final = 120.0
 # How often (on average) seeds that are no longer live members are asked again;
 # also the longest back-off between join attempts.
 SEED_RECHECK_SECONDS: Final = 30.0
+# Incarnations are refused above this (so that a refutation, one higher, is
+# still inside what every member decodes, 2**63 - 1) and when they jump by
+# more than INCARNATION_JUMP over the one held for the member. A member starts
+# from the wall clock in milliseconds (about 2**41 today), so the ceiling is
+# millions of years away, and a jump of 2**40 ms is 35 years of downtime
+# between two starts of one member.
+MAX_INCARNATION: Final = 2**62
+INCARNATION_JUMP: Final = 2**40
 # Room left in a Sync datagram for its own header (tag, flag, list length).
 _SYNC_HEADER_SLACK: Final = 16
 # Addresses heard from the network whose form was checked, remembered so that
@@ -130,6 +140,13 @@ _STATUS: Final = tuple(status for status, _ in sorted(_WIRE_STATUS.items(), key=
 def default_join_wait(config: Config) -> float:
     """How long a join waits for answers by default: four periods, at least a second."""
     return max(1.0, 4 * config.period)
+
+
+def _is_announcement(packet: Packet) -> bool:
+    """A lone announcement: heard on the multicast group, it comes from the
+    group port of the announcer's host (from any of its addresses), not from
+    the address it claims, and is answered there with one small datagram."""
+    return len(packet.messages) == 1 and isinstance(packet.messages[0], Announce)
 
 
 def _assert_never(value: NoReturn) -> NoReturn:
@@ -165,11 +182,24 @@ class MemberStatistics(msgspec.Struct, frozen=True):
     dropped_malformed: int
     dropped_version: int
     dropped_foreign_cluster: int
+    dropped_unauthenticated: int
+    """Sealed with a key this member does not hold, or plaintext where keys are required."""
+    dropped_spoofed: int
+    """Unsealed datagrams whose claimed sender is not the address they came from."""
     dropped_send_queue_full: int
     send_errors: int
     refused_ping_reqs: int
     refused_table_full: int
     refused_broadcasts: int
+    """Broadcasts over the size limit, or from an origin that is not a member."""
+    refused_incarnations: int
+    """Records at an incarnation above the ceiling or too far above the one held."""
+    refused_rumours: int
+    """Accusations (SUSPECT, DEAD, LEFT, or news about this member) from a non-member."""
+    ignored_acks: int
+    """Acks and nacks from a member that was not asked (forged or stray)."""
+    evicted_unverified: int
+    """Members never heard from directly, forgotten to make room in a full table."""
     local_health: int
     """Lifeguard's local health score now (0 = healthy)."""
     probe_timeout: float
@@ -186,6 +216,10 @@ class _Counters:
     refused_ping_reqs: int = 0
     refused_table_full: int = 0
     refused_broadcasts: int = 0
+    refused_incarnations: int = 0
+    refused_rumours: int = 0
+    ignored_acks: int = 0
+    evicted_unverified: int = 0
 
 
 class _Probe:
@@ -193,7 +227,8 @@ class _Probe:
 
     __slots__ = (
         "acked",
-        "helpers",
+        "asked",
+        "incarnation",
         "nacks",
         "period_end",
         "round_trip",
@@ -202,26 +237,30 @@ class _Probe:
         "target",
     )
 
-    def __init__(self, seq: int, target: str, sent_at: float) -> None:
+    def __init__(self, seq: int, target: str, incarnation: int, sent_at: float) -> None:
         self.seq = seq
         self.target = target
+        self.incarnation = incarnation
+        """The target's incarnation when pinged: a failure accuses that one only."""
         self.sent_at = sent_at
         self.acked = False
-        self.helpers = 0
-        """How many members were asked to ping the target for us."""
+        self.asked: frozenset[str] = frozenset()
+        """The members asked to ping the target for us (their acks count too)."""
         self.nacks = 0
         self.round_trip: float | None = None
         """Time to the target's own ack, even one too late for the timeout."""
 
 
 class _Relay:
-    """A ping sent on behalf of another member's ping-req."""
+    """A ping sent to ``target`` on behalf of another member's ping-req;
+    the answer goes to ``reply_to``, where the ping-req came from."""
 
-    __slots__ = ("requester", "requester_seq")
+    __slots__ = ("reply_to", "requester_seq", "target")
 
-    def __init__(self, requester: str, requester_seq: int) -> None:
-        self.requester = requester
+    def __init__(self, reply_to: str, requester_seq: int, target: str) -> None:
+        self.reply_to = reply_to
         self.requester_seq = requester_seq
+        self.target = target
 
 
 class _OncePerInterval:
@@ -250,6 +289,11 @@ class _OncePerInterval:
         """Allow ``address`` again at once."""
         self._last.pop(address, None)
 
+    def recent(self, address: str, now: float, interval: float) -> bool:
+        """True if ``address`` was allowed within ``interval``."""
+        last = self._last.get(address)
+        return last is not None and now - last < interval
+
 
 class Swim:
     """One member's protocol state machine (sans-I/O); see the module docstring.
@@ -259,6 +303,14 @@ class Swim:
     own incarnation starts (a restarted member must start above any the
     cluster saw: the runner uses the wall clock in milliseconds); ``now`` is
     the time of creation, on the clock of every later call.
+
+    With ``Config.secret_keys`` every datagram is sealed and opened with
+    :attr:`keyring`: pass one (the runner does, drawing nonces from the
+    operating system), or the core makes one whose nonces come from ``rng``
+    (fine for simulations, which must replay; not for a real network).
+    Probe sequence numbers come from ``rng`` too: give a real member an
+    unpredictable one (``random.SystemRandom()``), so that acks cannot be
+    guessed.
     """
 
     def __init__(
@@ -269,12 +321,26 @@ class Swim:
         rng: random.Random,
         incarnation: int,
         now: float,
+        keyring: Keyring | None = None,
     ) -> None:
         self.config = config
         self.address = address
         self._rng = rng
         self._codec = Codec(config.cluster_name, config.max_packet_bytes)
+        if keyring is None and config.secret_keys:
+            keyring = Keyring(config.secret_keys, nonce=rng.randbytes)
+        self.keyring = keyring
+        """The cluster's keys (None: packets are not sealed); rotate them here."""
+        self._sealing = keyring is not None and not config.send_plaintext
+        self._associated_data = associated_data(PROTOCOL_VERSION, config.cluster_name)
         self._envelope = self._codec.envelope_size(address)
+        if self._sealing:
+            self._envelope += SEAL_OVERHEAD
+        # Where the datagram being handled came from, and whether its sender
+        # was a member before it (see receive()).
+        self._reply_to = address
+        self._sender_known = False
+
         self._table = MemberTable(address, incarnation, max_members=config.max_members, rng=rng)
         self._updates: PiggybackQueue[Message] = PiggybackQueue(config.max_members)
         self._broadcasts: PiggybackQueue[Message] = PiggybackQueue(MAX_PENDING_BROADCASTS)
@@ -290,11 +356,14 @@ class Swim:
         self._pending: dict[int, _Probe | _Relay] = {}
         self._probe: _Probe | None = None
         self._sync_replies = _OncePerInterval(config.max_members)
+        self._introductions = _OncePerInterval(config.max_members)
         self._dead_notices = _OncePerInterval(config.max_members)
         # Senders not in the table, and when they were first heard from.
         self._unknown_since: dict[str, float] = {}
         self._checked: set[str] = set()
-        self._seq = rng.getrandbits(40)
+        # Sequence numbers from a generator of their own (of the same kind as
+        # rng), so that how many are drawn does not change the probe order.
+        self._seq_rng = type(rng)(rng.getrandbits(40))
         self._broadcast_seq = rng.getrandbits(40)
         self._drops = dict.fromkeys(DropReason, 0)
         self._counts = _Counters()
@@ -305,6 +374,7 @@ class Swim:
         self._seed_wait = default_join_wait(config)
         self._joined = False
         self._leave_seq: int | None = None
+        self._leave_targets: frozenset[str] = frozenset()
 
         self._now = now
         """The time of the input being handled."""
@@ -355,38 +425,81 @@ class Swim:
             dropped_malformed=self._drops[DropReason.MALFORMED],
             dropped_version=self._drops[DropReason.VERSION],
             dropped_foreign_cluster=self._drops[DropReason.FOREIGN_CLUSTER],
+            dropped_unauthenticated=self._drops[DropReason.UNAUTHENTICATED],
+            dropped_spoofed=self._drops[DropReason.SPOOFED],
             dropped_send_queue_full=c.dropped_send_queue_full,
             send_errors=0,
             refused_ping_reqs=c.refused_ping_reqs,
             refused_table_full=c.refused_table_full,
             refused_broadcasts=c.refused_broadcasts,
+            refused_incarnations=c.refused_incarnations,
+            refused_rumours=c.refused_rumours,
+            ignored_acks=c.ignored_acks,
+            evicted_unverified=c.evicted_unverified,
             local_health=self._health.score,
             probe_timeout=self._probe_timeout(),
         )
 
     def announcement(self) -> bytes:
         """The datagram multicast discovery sends: this member can be joined."""
-        return self._codec.encode(self.address, [Announce()])
+        return self._encode([Announce()])
+
+    def _encode(self, messages: list[Message]) -> bytes:
+        data = self._codec.encode(self.address, messages)
+        if self._sealing and self.keyring is not None:
+            data = self.keyring.seal(data, self._associated_data)
+        return data
 
     # ------------------------------------------------------------- inputs
 
-    def receive(self, data: bytes, now: float) -> None:
-        """Handle one datagram. Never raises: what is refused is counted."""
+    def receive(self, data: bytes, now: float, source: str | None = None) -> None:
+        """Handle one datagram from ``source`` (its UDP source address).
+
+        Never raises: what is refused is counted. Answers go to ``source``.
+        An unsealed datagram must come from the sender it claims (else it is
+        dropped as spoofed); a sealed one may claim any sender (a member
+        behind NAT). ``source`` None trusts the claim (a local hand-off).
+        """
         self._now = now
         self._counts.packets_received += 1
         self._counts.bytes_received += len(data)
-        packet = self._codec.decode(data)
+        packet, sealed = self._open(data)
         if isinstance(packet, DropReason):
             self._drops[packet] += 1
             return
-        if packet.sender == self.address or not self._valid_address(packet.sender):
+        sender = packet.sender
+        if sender == self.address or not self._valid_address(sender):
             self._drops[DropReason.MALFORMED] += 1
             return
+        if source is None:
+            source = sender
+        elif source != sender and not sealed and not _is_announcement(packet):
+            self._drops[DropReason.SPOOFED] += 1
+            return
         if self._leave_seq is not None:
-            if Ack(self._leave_seq) in packet.messages:
+            if Ack(self._leave_seq) in packet.messages and sender in self._leave_targets:
                 self._events.append(LeaveAcked())
             return
+        self._reply_to = sender if _is_announcement(packet) else source
+        # A seed counts as a member: it may tell a restarted member that it
+        # is held DEAD, which the member must hear to refute.
+        self._sender_known = self._table.get(sender) is not None or sender in self._seeds
         self._handle_packet(packet, now)
+        self._table.verify(sender)
+
+    def _open(self, data: bytes) -> tuple[Packet | DropReason, bool]:
+        """Decode one datagram, opening it first if it is sealed."""
+        if len(data) > self.config.max_packet_bytes:
+            return DropReason.OVERSIZED, False
+        if is_sealed(data) and len(data) >= SEAL_OVERHEAD:
+            keyring = self.keyring
+            opened = None if keyring is None else keyring.open(data, self._associated_data)
+            if opened is None:
+                return DropReason.UNAUTHENTICATED, False
+            return self._codec.decode(opened), True
+        if self.keyring is not None and not self.config.accept_plaintext:
+            return DropReason.UNAUTHENTICATED, False
+        return self._codec.decode(data), False
 
     def tick(self, now: float) -> None:
         """Fire every timer due at or before ``now`` (in deadline order)."""
@@ -467,6 +580,7 @@ class Swim:
         targets = self._table.random_live(self._retransmit_limit)
         self._outbox.clear()
         self._leave_seq = self._next_seq()
+        self._leave_targets = frozenset(targets)
         if not targets:
             return False
         goodbye = self._update_message(node, self.address)
@@ -523,7 +637,7 @@ class Swim:
         piggyback += more
         if not messages and not piggyback:
             return None
-        return self._codec.encode(self.address, messages + piggyback)
+        return self._encode(messages + piggyback)
 
     def _update_message(self, node: Node, source: str) -> Update:
         return Update(node.address, _WIRE_STATUS[node.status], node.incarnation, source)
@@ -558,7 +672,7 @@ class Swim:
         self._timers.push(self._gossip_next, GossipDue())
 
     def _send_state(self, address: str, *, want_reply: bool) -> None:
-        """Send the whole table to ``address``, split over as many packets as needed."""
+        """Send the whole table to ``address``, split over as many datagrams as needed."""
         budget = self.config.max_packet_bytes - self._envelope - _SYNC_HEADER_SLACK
         receiver = self._table.get(address)
         if receiver is not None and receiver.status is not Status.ALIVE:
@@ -596,15 +710,17 @@ class Swim:
                 case Update():
                     self._on_update(message, now, sender)
                 case Ping(seq=seq):
-                    self._send(sender, [Ack(seq)])
+                    self._send(self._reply_to, [Ack(seq)])
                 case Ack(seq=seq):
                     self._on_ack(seq, now, sender)
                 case PingReq():
                     self._on_ping_req(sender, message, now)
                 case Nack(seq=seq):
                     probe = self._pending.get(seq)
-                    if isinstance(probe, _Probe):
+                    if isinstance(probe, _Probe) and sender in probe.asked:
                         probe.nacks += 1
+                    else:
+                        self._counts.ignored_acks += 1
                 case UserBroadcast():
                     self._on_broadcast(message, now)
                 case Sync():
@@ -624,11 +740,11 @@ class Swim:
         if len(self._unknown_since) >= self.config.max_members:
             self._unknown_since.clear()
         first = self._unknown_since.setdefault(sender, now)
-        if now - first >= self._retransmit_limit * self.config.period and self._may_send_state(
-            sender, now
+        if now - first >= self._retransmit_limit * self.config.period and self._introductions.allow(
+            sender, now, self.config.period
         ):
             del self._unknown_since[sender]
-            self._send_state(sender, want_reply=True)
+            self._introduce_to(self._reply_to)
 
     def _notice_if_dead(self, sender: str, now: float) -> None:
         """A member we hold DEAD/LEFT (or removed) is talking: tell it, so it refutes."""
@@ -641,26 +757,38 @@ class Swim:
         elif node.status in (Status.ALIVE, Status.SUSPECT):
             return
         if self._dead_notices.allow(sender, now, self.config.period):
-            self._send(sender, [self._update_message(node, self.address)])
+            self._send(self._reply_to, [self._update_message(node, self.address)])
 
     def _on_ack(self, seq: int, now: float, sender: str) -> None:
+        """An ack counts only from whom the ping went to: the target of a
+        probe or one of the helpers asked to relay it, the target of a relay."""
         waiting = self._pending.get(seq)
-        if isinstance(waiting, _Probe):
+        if isinstance(waiting, _Probe) and (sender == waiting.target or sender in waiting.asked):
             if sender == waiting.target and waiting.round_trip is None:
                 waiting.round_trip = now - waiting.sent_at
             if not waiting.acked:
                 waiting.acked = True
                 self._conclude_probe(waiting, now)
-        elif isinstance(waiting, _Relay):
+        elif isinstance(waiting, _Relay) and sender == waiting.target:
             del self._pending[seq]
-            self._send(waiting.requester, [Ack(waiting.requester_seq)])
+            self._send(waiting.reply_to, [Ack(waiting.requester_seq)])
+        else:
+            self._counts.ignored_acks += 1
 
     def _on_ping_req(self, requester: str, message: PingReq, now: float) -> None:
-        if len(self._pending) >= MAX_PENDING_PINGS or not self._valid_address(message.target):
+        """Ping a member for another; only members ask, and only about members
+        (else a stranger could aim this member's pings anywhere)."""
+        target = self._table.get(message.target)
+        if (
+            len(self._pending) >= MAX_PENDING_PINGS
+            or not self._sender_known
+            or target is None
+            or target.status not in (Status.ALIVE, Status.SUSPECT)
+        ):
             self._counts.refused_ping_reqs += 1
             return
         seq = self._next_seq()
-        self._pending[seq] = _Relay(requester, message.seq)
+        self._pending[seq] = _Relay(self._reply_to, message.seq, message.target)
         self._send(message.target, [Ping(seq)])
         wait = nack_timeout(
             self._base_probe_timeout(), self.config.period, self.config.probe_timeout
@@ -672,6 +800,10 @@ class Swim:
             self._counts.refused_broadcasts += 1
             return
         if message.origin == self.address:
+            return
+        origin = self._table.get(message.origin)
+        if origin is None or origin.status not in (Status.ALIVE, Status.SUSPECT):
+            self._counts.refused_broadcasts += 1
             return
         if not self._seen.first_time((message.origin, message.seq), now):
             return
@@ -696,14 +828,46 @@ class Swim:
         self._events.append(SyncAnswered(sender))
         if not self._joined and sender in self._seeds:
             self._on_joined(now)
-        if message.want_reply and self._may_send_state(sender, now):
-            self._send_state(sender, want_reply=False)
+        if message.want_reply:
+            self._answer_state_request(sender, now)
+        elif self._introductions.recent(sender, now, self.config.period):
+            # The answer to our introduction, from the address it claimed:
+            # now it gets the whole state too.
+            self._introductions.forget(sender)
+            if self._may_send_state(sender, now):
+                self._send_state(self._reply_to, want_reply=False)
+
+    def _answer_state_request(self, sender: str, now: float) -> None:
+        """Send our state to whoever asked (to the datagram's source).
+
+        A member gets the whole table; a stranger (a sender that was not a
+        member before this datagram) first gets only an introduction (see
+        :meth:`_introduce_to`): a small request from a forged source must not
+        pull a large answer onto a third party. Either at most once a period.
+        """
+        if self._sender_known:
+            if self._may_send_state(sender, now):
+                self._send_state(self._reply_to, want_reply=False)
+        elif self._introductions.allow(sender, now, self.config.period):
+            self._introduce_to(self._reply_to)
+
+    def _introduce_to(self, address: str) -> None:
+        """Send a stranger this member's own record, asking for its state.
+
+        A stranger's claimed address may be forged, so it gets one small
+        datagram, no larger than what it sent; its answer, from that address,
+        makes it a member here, and then it is sent the whole state.
+        """
+        self._send(address, [Sync(True, [self._update_message(self.me, self.address)])])
 
     def _on_remote_verdict(self, update: Update, sender: str, now: float) -> None:
         """Another member's DEAD verdict in a state exchange is only a suspicion
         here: the member may be reachable from this side (a healed partition)."""
         if not (self._valid_address(update.address) and self._valid_address(update.source)):
             self._drops[DropReason.MALFORMED] += 1
+            return
+        if not self._sender_known or not self._plausible(update.address, update.incarnation):
+            self._counts.refused_rumours += not self._sender_known
             return
         self._apply(update.address, Status.SUSPECT, update.incarnation, sender, now, sender)
         if self._table.get(update.address) == Node(
@@ -720,8 +884,12 @@ class Swim:
         return self._sync_replies.allow(address, now, self.config.period)
 
     def _on_announce(self, sender: str, now: float) -> None:
-        if self._table.get(sender) is None and self._may_send_state(sender, now):
-            self._send_state(sender, want_reply=True)
+        """Introduce this member to an announcer it does not know (at most once
+        a period): the announcer's answer makes them members of each other."""
+        if self._table.get(sender) is None and self._introductions.allow(
+            sender, now, self.config.period
+        ):
+            self._introduce_to(sender)
 
     # ------------------------------------------------------ membership news
 
@@ -741,10 +909,28 @@ class Swim:
             and not supersedes(status, update.incarnation, known)
         ):
             # Old news, the common case: every update arrives many times over.
-            if status is Status.SUSPECT:
+            if status is Status.SUSPECT and self._sender_known:
                 self._confirm_suspicion(address, update.incarnation, update.source)
             return
+        if not self._sender_known and (address == self.address or status is not Status.ALIVE):
+            # A stranger may introduce members, never accuse one, nor speak
+            # of this member (a forged rumour it would have to refute).
+            self._counts.refused_rumours += 1
+            return
+        if not self._plausible(address, update.incarnation):
+            return
         self._apply(address, status, update.incarnation, update.source, now, sender)
+
+    def _plausible(self, address: str, incarnation: int) -> bool:
+        """An incarnation this member may adopt: at most MAX_INCARNATION, and
+        at most INCARNATION_JUMP above the one held for the member."""
+        known = self._table.get(address)
+        if incarnation > MAX_INCARNATION or (
+            known is not None and incarnation > known.incarnation + INCARNATION_JUMP
+        ):
+            self._counts.refused_incarnations += 1
+            return False
+        return True
 
     def _apply(
         self,
@@ -767,21 +953,27 @@ class Swim:
                 self._confirm_suspicion(address, incarnation, source)
         elif isinstance(result, Refute):
             self._adjust_health(1)
-            self._refute(result.node, (sender, source))
+            self._refute(result.node, None if sender is None else self._reply_to, source)
         else:
             self._on_change(result, source, now)
 
-    def _refute(self, me: Node, tell: tuple[str | None, ...]) -> None:
-        """Spread this member's ALIVE record, and send it straight to ``tell``.
+    def _refute(self, me: Node, reply_to: str | None, accuser: str | None) -> None:
+        """Spread this member's ALIVE record, and send it straight to whoever
+        carried the rumour (``reply_to``) and, if a member, who raised it.
 
         Gossip alone leaves a few members unreached now and then (more under
         loss); the members that carried or raised the rumour hear it directly.
         """
         record = self._update_message(me, self.address)
         self._queue_update(record)
-        for address in dict.fromkeys(tell):
-            if address is not None and address != self.address:
-                self._send(address, [record])
+        if reply_to is not None:
+            self._send(reply_to, [record])
+        if (
+            accuser is not None
+            and accuser not in (reply_to, self.address)
+            and self._table.get(accuser) is not None
+        ):
+            self._send(accuser, [record])
 
     def _answer_stale_rumour(self, status: Status, incarnation: int, sender: str | None) -> None:
         """Someone still says this member is SUSPECT or DEAD at an incarnation it
@@ -792,13 +984,16 @@ class Swim:
             and status in (Status.SUSPECT, Status.DEAD)
             and incarnation < me.incarnation
         ):
-            self._refute(me, (sender,))
+            self._refute(me, None if sender is None else self._reply_to, None)
 
     def _declare(self, address: str, status: Status, incarnation: int, now: float) -> None:
         """Record this member's own verdict and spread it."""
         self._apply(address, status, incarnation, self.address, now, None)
 
     def _on_change(self, change: Change, source: str, now: float) -> None:
+        if change.evicted is not None:
+            self._counts.evicted_unverified += 1
+            self._forget(change.evicted)
         node = change.node
         address = node.address
         self._queue_update(self._update_message(node, source))
@@ -858,8 +1053,12 @@ class Swim:
 
     def _remove(self, address: str, now: float) -> None:
         node = self._table.remove(address, now, self.config.tombstone_seconds)
-        if node is None:
-            return
+        if node is not None:
+            self._forget(node)
+
+    def _forget(self, node: Node) -> None:
+        """``node`` left the table: drop everything kept about it."""
+        address = node.address
         self._updates.discard(address)
         self._suspicions.pop(address, None)
         self._retries.stop(address)
@@ -886,7 +1085,7 @@ class Swim:
                 relay = self._pending.get(seq)
                 if isinstance(relay, _Relay):
                     if self.config.lifeguard:
-                        self._send(relay.requester, [Nack(relay.requester_seq)])
+                        self._send(relay.reply_to, [Nack(relay.requester_seq)])
                     self._timers.push(now + self.config.period, RelayEnd(seq))
             case RelayEnd(seq=seq):
                 if isinstance(self._pending.get(seq), _Relay):
@@ -975,8 +1174,11 @@ class Swim:
     # ---------------------------------------------------------------- probing
 
     def _next_seq(self) -> int:
-        self._seq = (self._seq + 1) % (2**62)
-        return self._seq
+        """A fresh, unpredictable sequence number (an ack must echo it)."""
+        while True:
+            seq = self._seq_rng.getrandbits(62)
+            if seq not in self._pending and seq != self._leave_seq:
+                return seq
 
     def _base_probe_timeout(self) -> float:
         """The ack timeout before local health scales it."""
@@ -997,7 +1199,9 @@ class Swim:
         if target is None:
             return
         seq = self._next_seq()
-        self._probe = probe = _Probe(seq, target, now)
+        node = self._table.get(target)
+        incarnation = 0 if node is None else node.incarnation
+        self._probe = probe = _Probe(seq, target, incarnation, now)
         self._pending[seq] = probe
         self._send(target, [Ping(seq)])
         self._timers.push(now + self._probe_timeout(), ProbeTimeout(seq))
@@ -1011,13 +1215,13 @@ class Swim:
         )
         for helper in helpers:
             self._send(helper, [PingReq(seq, probe.target)])
-        probe.helpers = len(helpers)
+        probe.asked = frozenset(helpers)
 
     def _conclude_probe(self, probe: _Probe, now: float) -> None:
         """The probe was answered, or its period ended without an answer."""
         self._probe = None
         self._pending.pop(probe.seq, None)
-        self._adjust_health(probe_health_delta(probe.acked, probe.helpers, probe.nacks))
+        self._adjust_health(probe_health_delta(probe.acked, len(probe.asked), probe.nacks))
         if probe.round_trip is not None:
             # Late answers count too, or the estimate would only ever see
             # the round trips that beat it, and shrink to its floor.
@@ -1036,8 +1240,9 @@ class Swim:
         if rechecked is not None:
             self._declare(probe.target, Status.DEAD, rechecked.incarnation, now)
         elif node is not None and node.status in (Status.ALIVE, Status.SUSPECT):
-            # Already SUSPECT: this failure is an independent confirmation.
-            self._declare(probe.target, Status.SUSPECT, node.incarnation, now)
+            # Already SUSPECT: this failure is an independent confirmation. At
+            # the incarnation pinged: a refutation heard since is newer news.
+            self._declare(probe.target, Status.SUSPECT, probe.incarnation, now)
 
     def _rechecking(self, address: str) -> Suspicion | None:
         """The suspicion of ``address`` if it awaits its re-check probe."""

@@ -550,7 +550,7 @@ class Simulation:
         self.now = 0.0
         """The virtual time, in seconds (starts at 0)."""
         self._members: dict[str, SimMember] = {}
-        self._deliveries: list[tuple[float, int, SimMember, bytes]] = []
+        self._deliveries: list[tuple[float, int, SimMember, bytes, str]] = []
         self._timers: list[tuple[float, int, int, SimMember]] = []
         self._order = itertools.count()
 
@@ -722,10 +722,10 @@ class Simulation:
             now = self.now
             while True:
                 if deliveries and deliveries[0][0] <= now:
-                    target, data = pop(deliveries)[2:]
+                    target, data, sender = pop(deliveries)[2:]
                     if target.closed or target.link.crashed:
                         continue
-                    target.swim.receive(data, now)
+                    target.swim.receive(data, now, sender)
                     after(target)
                 elif timers and timers[0][0] <= now:
                     deadline, _, _, member = pop(timers)
@@ -757,7 +757,8 @@ class Simulation:
             target, data = out
             arrives = route(source, target, len(data), now)
             if arrives is not None:
-                heapq.heappush(deliveries, (arrives, next(order), members[target], data))
+                delivery = (arrives, next(order), members[target], data, member.address)
+                heapq.heappush(deliveries, delivery)
         on_event = member.on_event
         while (event := swim.next_event()) is not None:
             if on_event is not None and isinstance(event, _USER_EVENTS):

@@ -109,6 +109,10 @@ class DropReason(enum.Enum):
     MALFORMED = "malformed"
     VERSION = "version"
     FOREIGN_CLUSTER = "foreign_cluster"
+    UNAUTHENTICATED = "unauthenticated"
+    """Sealed with no key this member holds, or plaintext where a key is required."""
+    SPOOFED = "spoofed"
+    """Unsealed, and the sender it claims is not the address it came from."""
 
 
 class Codec:
