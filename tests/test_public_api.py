@@ -6,6 +6,7 @@ import inspect
 from pathlib import Path
 
 import trio_swim
+import trio_swim.protocol
 import trio_swim.testing
 
 DOCUMENTED = {
@@ -16,6 +17,7 @@ DOCUMENTED = {
     "Event",
     "EventStream",
     "EventsMissed",
+    "Keyring",
     "Member",
     "MemberRemoved",
     "MemberStatistics",
@@ -41,6 +43,8 @@ def test_every_public_name_has_a_docstring() -> None:
                 if not attr.startswith("_") and callable(value):
                     assert inspect.getdoc(value), f"{name}.{attr}"
     assert inspect.getdoc(trio_swim.testing.SimNetwork)
+    assert inspect.getdoc(trio_swim.testing.Simulation)
+    assert inspect.getdoc(trio_swim.protocol.Swim)
 
 
 def test_package_is_typed() -> None:

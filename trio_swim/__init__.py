@@ -14,6 +14,7 @@ from .member import MemberStatistics as MemberStatistics
 from .member import open_member as open_member
 from .membership import Node as Node
 from .membership import Status as Status
+from .security import Keyring as Keyring
 
 __version__ = "0.1.0"
 
@@ -25,6 +26,7 @@ __all__ = [
     "Event",
     "EventStream",
     "EventsMissed",
+    "Keyring",
     "Member",
     "MemberRemoved",
     "MemberStatistics",
