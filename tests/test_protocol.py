@@ -44,7 +44,6 @@ from trio_swim.protocol import (
 )
 from trio_swim.wire import (
     Ack,
-    Announce,
     Codec,
     Message,
     Nack,
@@ -56,6 +55,8 @@ from trio_swim.wire import (
     UserBroadcast,
     WireStatus,
 )
+
+from strategies import messages as wire_messages
 
 ME = "10.0.0.1:7946"
 CODEC = Codec("trio-swim", 1400)
@@ -963,15 +964,8 @@ updates = st.one_of(
     # News about the cores themselves, from valid sources: refutations.
     st.builds(Update, st.sampled_from(CORES), statuses, incarnations, valid_addresses),
 )
-messages: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Ping, seqs),
-    st.builds(Ack, seqs),
-    st.builds(Nack, seqs),
-    st.builds(PingReq, seqs, addresses),
-    updates,
-    st.builds(UserBroadcast, addresses, seqs, st.binary(max_size=300)),
-    st.builds(Sync, st.booleans(), st.lists(updates, max_size=6)),
-    st.just(Announce()),
+messages = wire_messages(
+    addresses, seqs, update=updates, payload_size=300, sync_size=6, announce=True
 )
 cores = st.sampled_from(CORES)
 delays = st.one_of(st.sampled_from([0.0, 0.001, 0.1, PERIOD]), st.floats(0.0, 3.0))

@@ -26,18 +26,11 @@ from trio_swim.security import (
 )
 from trio_swim.wire import (
     PROTOCOL_VERSION,
-    Ack,
-    Announce,
     Codec,
     Message,
-    Nack,
-    Ping,
-    PingReq,
-    Sync,
-    Update,
-    UserBroadcast,
-    WireStatus,
 )
+
+from strategies import messages
 
 KEY_A = bytes(range(16))
 KEY_B = bytes(range(100, 124))
@@ -190,17 +183,8 @@ def test_associated_data_encoding() -> None:
 # ------------------------------------------------- plaintext vs sealed
 
 addresses = st.sampled_from(["127.0.0.1:1", "[::1]:2", "10.1.2.3:65535", "x" * 64])
-seqs = st.integers(0, 2**63 - 1)
-update_st = st.builds(Update, addresses, st.sampled_from(list(WireStatus)), seqs, addresses)
-message_st: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Ping, seqs),
-    st.builds(Ack, seqs),
-    st.builds(Nack, seqs),
-    st.builds(PingReq, seqs, addresses),
-    update_st,
-    st.builds(UserBroadcast, addresses, seqs, st.binary(max_size=300)),
-    st.builds(Sync, st.booleans(), st.lists(update_st, max_size=20)),
-    st.just(Announce()),
+message_st = messages(
+    addresses, st.integers(0, 2**63 - 1), payload_size=300, sync_size=20, announce=True
 )
 clusters = st.text(min_size=1, max_size=64).filter(lambda c: len(c.encode()) <= 64)
 

@@ -9,35 +9,20 @@ from hypothesis import strategies as st
 
 from trio_swim.wire import (
     PROTOCOL_VERSION,
-    Ack,
     Codec,
     DropReason,
     Message,
-    Nack,
     Packet,
     Ping,
-    PingReq,
-    Sync,
-    Update,
     UserBroadcast,
-    WireStatus,
 )
+
+from strategies import messages
 
 SENDER = "127.0.0.1:7000"
 codec = Codec("blue", 1400)
 
-addresses = st.sampled_from(["127.0.0.1:1", "[::1]:2", "10.1.2.3:65535"])
-seqs = st.integers(0, 2**62)
-update_st = st.builds(Update, addresses, st.sampled_from(list(WireStatus)), seqs, addresses)
-message_st: st.SearchStrategy[Message] = st.one_of(
-    st.builds(Ping, seqs),
-    st.builds(Ack, seqs),
-    st.builds(Nack, seqs),
-    st.builds(PingReq, seqs, addresses),
-    update_st,
-    st.builds(UserBroadcast, addresses, seqs, st.binary(max_size=256)),
-    st.builds(Sync, st.booleans(), st.lists(update_st, max_size=5)),
-)
+message_st = messages()
 
 
 @given(st.lists(message_st, max_size=8))

@@ -53,7 +53,7 @@ import math
 import random
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, Generic, Protocol, TypeVar
 
 import trio
 
@@ -312,6 +312,26 @@ class _Endpoint:
         self._network._release(self)
 
 
+_V = TypeVar("_V")
+
+
+class _LinkAttribute(Generic[_V]):
+    """An attribute of a :class:`SimNetwork` that lives in its link model."""
+
+    def __init__(self, doc: str) -> None:
+        self.__doc__ = doc
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, network: SimNetwork, owner: type | None = None) -> _V:
+        value: _V = getattr(network.link_model, self._name)
+        return value
+
+    def __set__(self, network: SimNetwork, value: _V) -> None:
+        setattr(network.link_model, self._name, value)
+
+
 class SimNetwork:
     """An in-memory network of members, deterministic from ``seed``.
 
@@ -330,50 +350,13 @@ class SimNetwork:
         self._endpoints: dict[str, _Endpoint] = {}
         self._order = itertools.count()
 
-    @property
-    def delivered(self) -> int:
-        """Datagrams handed to an endpoint so far."""
-        return self.link_model.delivered
-
-    @delivered.setter
-    def delivered(self, value: int) -> None:
-        self.link_model.delivered = value
-
-    @property
-    def dropped(self) -> int:
-        """Datagrams lost (loss, partition, crash, full inbox) so far."""
-        return self.link_model.dropped
-
-    @dropped.setter
-    def dropped(self, value: int) -> None:
-        self.link_model.dropped = value
-
-    @property
-    def loss(self) -> float:
-        """Chance that a datagram is dropped (see :meth:`set_loss`)."""
-        return self.link_model.loss
-
-    @loss.setter
-    def loss(self, value: float) -> None:
-        self.link_model.loss = value
-
-    @property
-    def latency(self) -> float:
-        """One-way delay of every datagram (see :meth:`set_latency`)."""
-        return self.link_model.latency
-
-    @latency.setter
-    def latency(self, value: float) -> None:
-        self.link_model.latency = value
-
-    @property
-    def jitter(self) -> float:
-        """Up to this much more delay per datagram (see :meth:`set_latency`)."""
-        return self.link_model.jitter
-
-    @jitter.setter
-    def jitter(self, value: float) -> None:
-        self.link_model.jitter = value
+    delivered = _LinkAttribute[int]("Datagrams handed to an endpoint so far.")
+    dropped = _LinkAttribute[int]("Datagrams lost (loss, partition, crash, full inbox) so far.")
+    loss = _LinkAttribute[float]("Chance that a datagram is dropped (see :meth:`set_loss`).")
+    latency = _LinkAttribute[float]("One-way delay of every datagram (see :meth:`set_latency`).")
+    jitter = _LinkAttribute[float](
+        "Up to this much more delay per datagram (see :meth:`set_latency`)."
+    )
 
     # ------------------------------------------------------------- faults
 
