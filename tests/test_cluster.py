@@ -81,14 +81,16 @@ async def test_dead_is_declared_exactly_one_suspicion_timeout_after_suspect(
 async def test_a_suspected_live_member_refutes_and_is_never_declared_dead(
     autojump_clock: trio.testing.MockClock,
 ) -> None:
-    # Seeded so that the victim's probes fall inside its pause: it is suspected
-    # only if its turn in some member's probe order comes early enough.
+    # Seeded, and paused for about five periods: it is suspected only if its
+    # turn in some member's probe order comes while it is paused (15 seeds
+    # in 16 at 1.2 s; about half at 0.6 s), and dies only if the pause
+    # outlasts the suspicion.
     seed_trio_scheduler(9)
     net = SimNetwork(seed=9)
     async with watched_cluster(net, 10, within=10) as (members, recorder):
         victim = members[3]
         before = victim.node.incarnation
-        net.pause(victim.address, 0.6)  # long enough to be suspected, not to die
+        net.pause(victim.address, 1.2)  # long enough to be suspected, not to die
         await wait_until(
             lambda: any(status_seen(m, victim.address) is Status.SUSPECT for m in members),
             within=5,

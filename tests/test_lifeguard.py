@@ -243,6 +243,9 @@ class Script:
 
     async def send(self, data: bytes, address: str) -> bool:
         await trio.lowlevel.checkpoint()
+        return self.send_nowait(data, address)
+
+    def send_nowait(self, data: bytes, address: str) -> bool:
         packet = CODEC.decode(data)
         assert isinstance(packet, Packet)
         self.sent.append((trio.current_time(), address, packet))
@@ -406,7 +409,11 @@ async def test_a_relay_nacks_a_silent_target_and_still_relays_a_late_ack(
         start = trio.current_time()
         script.inject(requester, PingReq(77, target))
         await trio.sleep(0.2)
-        [(pinged, _, ping)] = [(at, to, p) for at, to, p in script.sent if to == target]
+        [(pinged, _, ping)] = [
+            (at, to, p)
+            for at, to, p in script.sent
+            if to == target and any(isinstance(m, Ping) for m in p.messages)
+        ]
         assert pinged == start
         nacks = script.messages_to(requester, Nack)
         if lifeguard:
@@ -748,6 +755,8 @@ async def test_the_ack_timeout_follows_the_measured_round_trips(
             script.inject(peer, Ack(seq))
 
         def answer(to: str, packet: Packet) -> None:
+            if nursery.cancel_scope.cancel_called:
+                return  # the test is over: the goodbye needs no answer
             for m in packet.messages:
                 if to == peer and isinstance(m, Ping):
                     nursery.start_soon(ack_later, m.seq)

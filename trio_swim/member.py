@@ -7,7 +7,10 @@ and carry out what it asks, in four tasks:
 - the **receiver** hands each datagram to ``Swim.receive``;
 - the **clock** sleeps until ``Swim.next_deadline()`` (or an earlier wake-up)
   and calls ``Swim.tick``;
-- the **sender**, the one writer of the socket, pulls ``Swim.next_datagram()``;
+- the **sender** writes what cannot go out at once: after every input the
+  runner pulls ``Swim.next_datagram()`` and sends without waiting while the
+  socket takes it (a UDP socket almost always does); when it would block, the
+  sender task takes over, in order, and waits for the socket;
 - the **seeds** task resolves ``initial_hosts`` (DNS is I/O) for the core,
 
 plus multicast discovery when enabled. After every input the runner drains
@@ -91,6 +94,10 @@ class Member:
         # went stale, as an answered probe's timeout does).
         self._clock_sleep = trio.CancelScope()
         self._sender_wakeup = trio.Event()
+        # True while the sender task holds datagrams the socket would not
+        # take: later ones queue behind them (in the core), in order.
+        self._sender_busy = False
+        self._blocked: tuple[str, bytes] | None = None
         self._sent = 0
         self._sent_bytes = 0
         self._send_errors = 0
@@ -185,8 +192,7 @@ class Member:
                 self._leave_acked = True
             else:
                 self._hub.publish(event)
-        if self._swim.has_datagrams:
-            self._sender_wakeup.set()
+        self._send_now()
         deadline = self._swim.next_deadline()
         self._clock_sleep.deadline = math.inf if deadline is None else deadline
 
@@ -204,14 +210,28 @@ class Member:
             self._sent += 1
             self._sent_bytes += size
 
+    def _send_now(self) -> None:
+        """Send what the core has while the socket takes it without waiting."""
+        if self._sender_busy:
+            return
+        while (out := self._swim.next_datagram()) is not None:
+            sent = self._transport.send_nowait(out[1], out[0])
+            if sent is None:
+                self._blocked = out
+                self._sender_busy = True
+                self._sender_wakeup.set()
+                return
+            self._count_send(len(out[1]) if sent else None)
+
     async def _sender(self) -> None:
         while True:
-            out = self._swim.next_datagram()
-            if out is None:
-                self._sender_wakeup = trio.Event()
-                await self._sender_wakeup.wait()
-            else:
+            await self._sender_wakeup.wait()
+            self._sender_wakeup = trio.Event()
+            out, self._blocked = self._blocked, None
+            while out is not None:
                 await self._send(*out)
+                out = self._swim.next_datagram()
+            self._sender_busy = False
 
     async def _receiver(self) -> None:
         while True:

@@ -278,6 +278,10 @@ class _Endpoint:
     def local_address(self) -> str:
         return self.link.address
 
+    def send_nowait(self, data: bytes, address: str) -> bool:
+        self._network._carry(self, address, data)
+        return True
+
     async def send(self, data: bytes, address: str) -> bool:
         await trio.lowlevel.checkpoint()
         self._network._carry(self, address, data)

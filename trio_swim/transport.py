@@ -11,7 +11,8 @@ import trio
 from .addresses import AddressError, format_address, split_address
 
 _RECEIVE_BYTES = 65_536
-# Parsed destination addresses kept; the cache is cleared when it fills.
+# Parsed destination addresses and formatted source addresses kept; each cache
+# is cleared when it fills.
 _ADDRESS_CACHE_LIMIT = 4096
 
 
@@ -25,6 +26,11 @@ class Transport(Protocol):
 
     async def send(self, data: bytes, address: str) -> bool:
         """Send one datagram; False if it could not be handed to the network."""
+        ...
+
+    def send_nowait(self, data: bytes, address: str) -> bool | None:
+        """Send one datagram now if that needs no waiting: True if sent, False
+        if refused (as :meth:`send`), None if it would block (use :meth:`send`)."""
         ...
 
     async def receive(self) -> tuple[bytes, str]:
@@ -43,12 +49,17 @@ class Transport(Protocol):
 class UdpTransport:
     """A bound UDP socket (IPv4 or IPv6)."""
 
-    def __init__(self, sock: trio.socket.SocketType) -> None:
-        self._sock = sock
+    def __init__(self, sock: socket.socket) -> None:
+        # One socket: the trio wrapper waits for datagrams, and the plain
+        # (non-blocking) one sends at once when it can.
+        self._raw = sock
+        self._sock = trio.socket.from_stdlib_socket(sock)
         self._family = sock.family
         host, port = sock.getsockname()[:2]
         self._local_address = format_address(host, port)
         self._targets: dict[str, tuple[str, int]] = {}
+        # Source addresses seen, as canonical text: formatting one parses the IP.
+        self._sources: dict[tuple[str, int], str] = {}
         self.send_errors = 0
 
     @property
@@ -58,22 +69,42 @@ class UdpTransport:
 
     async def send(self, data: bytes, address: str) -> bool:
         """Send one datagram; errors (unreachable, refused, bad address) are counted."""
-        target = self._targets.get(address)
+        target = self._target(address)
         if target is None:
-            try:
-                target = split_address(address)
-            except AddressError:
-                self.send_errors += 1
-                return False
-            if len(self._targets) >= _ADDRESS_CACHE_LIMIT:
-                self._targets.clear()
-            self._targets[address] = target
+            return False
         try:
             await self._sock.sendto(data, target)
         except OSError:
             self.send_errors += 1
             return False
         return True
+
+    def send_nowait(self, data: bytes, address: str) -> bool | None:
+        """Send one datagram if the socket can take it now (None: it would block)."""
+        target = self._target(address)
+        if target is None:
+            return False
+        try:
+            self._raw.sendto(data, target)
+        except BlockingIOError:
+            return None
+        except OSError:
+            self.send_errors += 1
+            return False
+        return True
+
+    def _target(self, address: str) -> tuple[str, int] | None:
+        target = self._targets.get(address)
+        if target is None:
+            try:
+                target = split_address(address)
+            except AddressError:
+                self.send_errors += 1
+                return None
+            if len(self._targets) >= _ADDRESS_CACHE_LIMIT:
+                self._targets.clear()
+            self._targets[address] = target
+        return target
 
     async def receive(self) -> tuple[bytes, str]:
         """Next datagram; ICMP errors reported on the socket are skipped."""
@@ -82,7 +113,13 @@ class UdpTransport:
                 data, source = await self._sock.recvfrom(_RECEIVE_BYTES)
             except OSError:
                 continue
-            return data, format_address(source[0], source[1])
+            key = (source[0], source[1])
+            text = self._sources.get(key)
+            if text is None:
+                if len(self._sources) >= _ADDRESS_CACHE_LIMIT:
+                    self._sources.clear()
+                text = self._sources[key] = format_address(source[0], source[1])
+            return data, text
 
     async def resolve(self, text: str) -> str:
         """Resolve a name (e.g. ``localhost:9999``) in this socket's family."""
@@ -124,6 +161,10 @@ class KillableTransport:
             return True
         return await self._inner.send(data, address)
 
+    def send_nowait(self, data: bytes, address: str) -> bool | None:
+        """Send at once, unless killed (then the datagram vanishes)."""
+        return True if self.killed else self._inner.send_nowait(data, address)
+
     async def receive(self) -> tuple[bytes, str]:
         """The next datagram; once killed, wait forever instead."""
         data, source = await self._inner.receive()
@@ -150,11 +191,13 @@ async def open_udp_transport(ip: str, port: int) -> UdpTransport:
     Raises :class:`OSError` (errno ``EADDRINUSE``) if the port is taken.
     """
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    sock = trio.socket.socket(family, socket.SOCK_DGRAM)
+    sock = socket.socket(family, socket.SOCK_DGRAM)
     try:
+        sock.setblocking(False)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        await sock.bind((ip, port))
+        await trio.lowlevel.checkpoint()
+        sock.bind((ip, port))
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
