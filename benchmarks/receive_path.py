@@ -434,7 +434,7 @@ async def measure_member(variant: str, config: Config, key: bytes | None, args: 
     context = multiprocessing.get_context("spawn")
     async with open_member(config) as member:
         ours, theirs = context.Pipe()
-        pinned = cpus() if args.pin else None
+        pinned = args.pinned
         process = context.Process(
             target=sender_main,
             args=(theirs, member.address, key, pinned[0] if pinned else None),
@@ -661,7 +661,7 @@ def main(argv: list[str] | None = None) -> int:
     if not 1000 <= args.core_packets <= 1_000_000:
         parser.error("--core-packets: must be 1000..1000000")
     args.rates = sorted(set(args.rates))
-    pinned = cpus() if args.pin else None
+    pinned = args.pinned = cpus() if args.pin else None
     if pinned is not None:
         os.sched_setaffinity(0, {pinned[1]})
         log(f"sender pinned to CPU {pinned[0]}, member (this process) to CPU {pinned[1]}")

@@ -59,10 +59,10 @@ import base64
 import binascii
 import os
 from collections.abc import Callable, Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 SEALED_MARKER: Final = 0xC1
 """First byte of every sealed packet or frame; msgpack never uses it."""
@@ -207,6 +207,10 @@ class Keyring:
                 f"at most {MAX_KEYS} keys can be installed: "
                 "each received packet may be tried against every key"
             )
+        # Imported here: a member without keys never loads the library
+        # (several MiB of resident memory).
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         self._entries.append((key, AESGCM(key)))
 
     def use(self, key: bytes) -> None:
@@ -249,6 +253,8 @@ class Keyring:
         """
         if len(data) < SEAL_OVERHEAD or data[0] != SEALED_MARKER:
             return None
+        from cryptography.exceptions import InvalidTag
+
         nonce = data[1 : 1 + NONCE_BYTES]
         sealed = data[1 + NONCE_BYTES :]
         for _, cipher in self._entries:
