@@ -118,7 +118,10 @@ class UdpTransport:
             if text is None:
                 if len(self._sources) >= _ADDRESS_CACHE_LIMIT:
                     self._sources.clear()
-                text = self._sources[key] = format_address(source[0], source[1])
+                # A link-local source carries its zone (fe80::1%eth0); members
+                # are known by the address alone.
+                host = source[0].partition("%")[0]
+                text = self._sources[key] = format_address(host, source[1])
             return data, text
 
     async def resolve(self, text: str) -> str:
