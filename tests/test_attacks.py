@@ -27,7 +27,9 @@ Two harnesses, both trio-free and deterministic:
 
 from __future__ import annotations
 
+import itertools
 import random
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -37,7 +39,7 @@ import trio.testing
 from trio_swim import Config, Status
 from trio_swim.events import BroadcastReceived, MemberEvent, MemberRemoved, StatusChanged
 from trio_swim.membership import Node
-from trio_swim.protocol import INCARNATION_JUMP, Output, Swim
+from trio_swim.protocol import INCARNATION_JUMP, MemberStatistics, Output, Swim
 from trio_swim.security import SEAL_OVERHEAD, Keyring, associated_data, is_sealed
 from trio_swim.testing import SimMember, SimNetwork, Simulation, converged, everyone_sees
 from trio_swim.wire import (
@@ -83,7 +85,7 @@ DEFENCES = (
     "refused_ping_reqs",
     "refused_table_full",
 )
-# 1,330 bytes: a Packet's first fields, then 1,300 nested arrays.
+# 1,315 bytes: a Packet's first fields, then 1,300 nested arrays.
 NESTED = b"\x94\x07\xa1x\xa91.2.3.4:5" + b"\x91" * 1300 + b"\xc0"
 
 
@@ -100,7 +102,7 @@ class Attacker:
     """Writes datagrams from the protocol's own structs, as anyone can.
 
     With ``seal``, every other datagram is sealed under :data:`ATTACKER_KEY`.
-    Counts what it wrote: :attr:`datagrams`, :attr:`messages` and :attr:`bytes`.
+    Counts what it wrote: :attr:`datagrams` and :attr:`messages`.
     """
 
     def __init__(self, address: str = ATTACKER, *, seal: bool = False) -> None:
@@ -108,7 +110,6 @@ class Attacker:
         self._ring = Keyring([ATTACKER_KEY], nonce=random.Random(0).randbytes) if seal else None
         self.datagrams = 0
         self.messages = 0
-        self.bytes = 0
 
     def packet(self, *messages: Message, sender: str | None = None) -> bytes:
         data = CODEC.encode(self.address if sender is None else sender, list(messages))
@@ -116,20 +117,20 @@ class Attacker:
             data = self._ring.seal(data, AD)
         self.datagrams += 1
         self.messages += len(messages)
-        self.bytes += len(data)
         return data
 
 
 class Counters:
     """Changes of the defence counters of some members since :meth:`mark`."""
 
-    def __init__(self, statistics: list[Any]) -> None:
+    def __init__(self, statistics: list[Callable[[], MemberStatistics]]) -> None:
         self._read = statistics
         self._marks = [0] * len(DEFENCES)
         self.mark()
 
     def _now(self) -> list[int]:
-        return [sum(getattr(s(), name) for s in self._read) for name in DEFENCES]
+        snapshots = [read() for read in self._read]
+        return [sum(getattr(s, name) for s in snapshots) for name in DEFENCES]
 
     def mark(self) -> None:
         self._marks = self._now()
@@ -202,9 +203,7 @@ class Cluster:
         ]
 
     def views(self) -> dict[str, list[Node]]:
-        return {
-            m.address: sorted(m.members(), key=lambda n: n.address) for m in self.sim.running()
-        }
+        return {m.address: sorted(m.members(), key=lambda n: n.address) for m in self.sim.running()}
 
     def all_unauthenticated(self) -> None:
         """Against a keyed cluster: every forgery was dropped, nothing else counted."""
@@ -245,9 +244,7 @@ class World:
             options["secret_keys"] = [KEY]
         options.update(settings)
         self.config = Config(**options)
-        self.swim = Swim(
-            self.config, ME, rng=random.Random(seed), incarnation=incarnation, now=0.0
-        )
+        self.swim = Swim(self.config, ME, rng=random.Random(seed), incarnation=incarnation, now=0.0)
         self.ring = Keyring([KEY], nonce=random.Random(seed + 1).randbytes)
         self.peers = [peer(i) for i in range(peers)]
         self.crashed: set[str] = set()
@@ -455,9 +452,6 @@ def test_an_accusation_in_a_strangers_introduction_is_refused(kind: str) -> None
     other = "10.66.0.2:6666"
     w.forge(*alive(ATTACKER), Update(victim, WireStatus.SUSPECT, 1, ATTACKER), now=w.now)
     w.forge(*alive(other), Update(ME, WireStatus.SUSPECT, 10, other), now=w.now, sender=other)
-    w.run(2.0)
-    assert w.status_changes(victim) == [(0.01, Status.ALIVE)]
-    assert w.swim.me == Node(ME, Status.ALIVE, 10)
     if w.keyed:
         assert w.counters.counted() == unauthenticated(2)
         assert w.swim.get(ATTACKER) is None
@@ -465,6 +459,9 @@ def test_an_accusation_in_a_strangers_introduction_is_refused(kind: str) -> None
         assert w.counters.counted() == {"refused_rumours": 2}
         assert w.swim.get(ATTACKER) == Node(ATTACKER, Status.ALIVE, 1)
         assert w.swim.get(other) == Node(other, Status.ALIVE, 1)
+    w.run(2.0)
+    assert w.status_changes(victim) == [(0.01, Status.ALIVE)]
+    assert w.swim.me == Node(ME, Status.ALIVE, 10)
 
 
 def test_what_remains_a_member_without_keys_can_raise_a_suspicion_the_victim_refutes() -> None:
@@ -498,20 +495,27 @@ def test_what_remains_a_member_without_keys_can_raise_a_suspicion_the_victim_ref
 
 
 def test_what_remains_keyed_a_keyless_protocol_speaker_never_becomes_a_member() -> None:
+    """Keyed, the same attacker (a protocol speaker without the key, trying
+    to join) is never a member anywhere, and its forgeries, alone or with
+    its own introduction, are dropped."""
     c = Cluster("keyed")
+    speaker = c.add(66, Config(listen_port=66, initial_hosts=[address(1)]))
     victim = c.members[4]
     held = victim.node.incarnation
-    before = c.views()
+    before = {m.address: c.views()[m.address] for m in c.members}
     for member in c.members:
         if member is not victim:
-            suspicion = Update(victim.address, WireStatus.SUSPECT, held, ATTACKER)
-            c.forge(member, *alive(ATTACKER))
-            c.forge(member, suspicion)
-            c.forge(member, *alive(ATTACKER), suspicion)
+            suspicion = Update(victim.address, WireStatus.SUSPECT, held, speaker.address)
+            c.forge(member, *alive(speaker.address), sender=speaker.address)
+            c.forge(member, suspicion, sender=speaker.address)
+            c.forge(member, *alive(speaker.address), suspicion, sender=speaker.address)
     c.sim.run_for(30)
-    c.all_unauthenticated()
     assert c.changes() == []
-    assert c.views() == before
+    assert {m.address: c.views()[m.address] for m in c.members} == before
+    assert speaker.members() == [speaker.node]
+    # Everything the speaker sent (its joins, to its seed) was dropped too.
+    forged = c.attacker.datagrams + speaker.statistics().packets_sent
+    assert c.counters.counted() == unauthenticated(forged)
 
 
 # ------------------------------------------- 3. incarnations out of range
@@ -547,17 +551,15 @@ def test_incarnations_out_of_range_are_refused_at_the_core(kind: str) -> None:
     for victim in (w.peers[2], ME):
         held = 1 if victim != ME else 10
         for message in out_of_range(victim, held, member):
-            if w.keyed:
-                w.forge(message, now=w.now, sender=member)
-            else:
-                w.tell(member, message, now=w.now)
+            w.forge(message, now=w.now, sender=member)
     # From a stranger: accusing is refused first; ALIVE about another member
     # is judged by its incarnation.
     w.forge(Update(w.peers[2], WireStatus.ALIVE, WIRE_MAX_INCARNATION, ATTACKER), now=w.now)
     w.forge(Update(ME, WireStatus.SUSPECT, WIRE_MAX_INCARNATION, ATTACKER), now=w.now)
     w.run(10.0)
+    assert w.attacker.datagrams == 14
     if w.keyed:
-        assert w.counters.counted() == {"dropped_unauthenticated": 14}
+        assert w.counters.counted() == unauthenticated(14)
     else:
         assert w.counters.counted() == {"refused_incarnations": 15, "refused_rumours": 1}
     assert w.swim.me == Node(ME, Status.ALIVE, 10)
@@ -600,14 +602,19 @@ def test_incarnations_out_of_range_leave_the_victim_alive_everywhere(kind: str) 
 
 def guessed_acks(round_: int, rng: random.Random) -> list[Message]:
     """What sequential numbers would have been (round by round), and random draws."""
-    return [Ack(round_ * 20 + i) for i in range(20)] + [Ack(rng.getrandbits(62)) for _ in range(20)]
+    acks: list[Message] = [Ack(round_ * 20 + i) for i in range(20)]
+    return acks + [Ack(rng.getrandbits(62)) for _ in range(20)]
 
 
-def detection(kind: str, *, flood: bool) -> tuple[dict[str, float], dict[str, float], int]:
-    """Crash one of 8 members; (first SUSPECT, DEAD) time at each survivor
-    after the crash, and how many acks were forged meanwhile: with ``flood``,
-    every 50 ms each survivor gets 40 guessed acks from the attacker and 40
-    from another member (never asked to relay anything)."""
+Detection = tuple[dict[str, float], dict[str, float], dict[str, int], int]
+
+
+def detection(kind: str, *, flood: bool) -> Detection:
+    """Crash one of 8 members: the first SUSPECT and the DEAD time of it at
+    each survivor (after the crash), the defence counters that grew, and how
+    many datagrams were forged. With ``flood``, every 50 ms each survivor
+    gets 40 guessed acks from the attacker and 40 from another member (one
+    that was never asked to relay anything)."""
     c = Cluster(kind, seed=4)
     victim = c.members[4]
     survivors = [m for m in c.members if m is not victim]
@@ -627,22 +634,21 @@ def detection(kind: str, *, flood: bool) -> tuple[dict[str, float], dict[str, fl
     first: dict[str, dict[str, float]] = {"suspect": {}, "dead": {}}
     for at, who, e in c.changes(victim.address):
         first[e.status.value].setdefault(who, at - crashed_at)
-    if c.keyed:
-        c.all_unauthenticated()
-    else:
-        assert c.counters.counted() == ({"ignored_acks": 40 * c.attacker.datagrams} if flood else {})
-    return first["suspect"], first["dead"], c.attacker.datagrams
+    return first["suspect"], first["dead"], c.counters.counted(), c.attacker.datagrams
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_forged_acks_do_not_delay_the_detection_of_a_crash(kind: str) -> None:
-    baseline = detection(kind, flood=False)
-    attacked = detection(kind, flood=True)
-    suspected, dead, _ = baseline
-    assert len(dead) == 7
-    assert max(dead.values()) < 2.0  # the normal time of this cluster
-    assert attacked[2] > 500
-    assert attacked[:2] == (suspected, dead)
+    suspected, dead, counted, _ = detection(kind, flood=False)
+    assert len(suspected) == len(dead) == 7
+    assert max(dead.values()) < 2.5  # the normal time in this cluster
+    attacked_suspected, attacked_dead, attacked_counted, forged = detection(kind, flood=True)
+    assert forged >= 400
+    assert (attacked_suspected, attacked_dead) == (suspected, dead)
+    if kind == "keyed":
+        assert attacked_counted == counted | unauthenticated(forged)
+    else:
+        assert attacked_counted == counted | {"ignored_acks": 40 * forged}
 
 
 @pytest.mark.parametrize("kind", KINDS)
@@ -657,6 +663,7 @@ def test_an_ack_with_the_right_seq_counts_only_from_whom_the_ping_went_to(kind: 
         target = w.peers[3]
         w.crashed.add(target)
         answered: set[int] = set()
+        relayed: set[int] = set()
         while w.now < 8.0:
             w.run(w.now + 0.01)
             if not forge:
@@ -672,8 +679,8 @@ def test_an_ack_with_the_right_seq_counts_only_from_whom_the_ping_went_to(kind: 
                     w.forge(Ack(seq), now=w.now)  # a non-member
                     w.forge(Ack(seq), now=w.now, sender=w.peers[0])  # nobody is asked yet
             for seq, helpers in asked.items():
-                if -seq not in answered:  # once per probe, after its ping-reqs
-                    answered.add(-seq)
+                if seq not in relayed:  # once per probe, after its ping-reqs
+                    relayed.add(seq)
                     [idle] = set(w.peers) - helpers - {target}
                     w.forge(Ack(seq), Nack(seq), now=w.now, sender=idle)
         return w
@@ -704,7 +711,7 @@ def test_probe_sequence_numbers_are_unpredictable() -> None:
     for own in seqs:
         assert len(own) >= 30
         assert len(set(own)) == len(own)
-        assert all(abs(a - b) > 1 for a, b in zip(own, own[1:]))  # not a counter
+        assert all(abs(a - b) > 1 for a, b in itertools.pairwise(own))  # not a counter
         assert max(own) > 2**50
     assert not set(seqs[0]) & set(seqs[1])
     assert not {s + 1 for s in seqs[0]} & set(seqs[1])
@@ -758,17 +765,22 @@ def amplification(sent: int, caused: list[tuple[str, int, Packet]]) -> float:
 @pytest.mark.parametrize("kind", KINDS)
 def test_replies_go_to_the_source_and_are_small(kind: str) -> None:
     """Against a core whose table holds 300 members. A stranger's state
-    request, as a joining member sends it (its own record), gets one
-    introduction (this member's own record), not the table; a stranger's
-    ping-req gets nothing; announcements claiming a third party X (the one
-    message whose claimed sender may differ from its source) get at most one
-    introduction a period, to X. Amplification: bytes the core sent because
-    of the attacker's datagrams over the bytes of those datagrams."""
+    request gets one introduction (this member's own record), not the table;
+    a stranger's ping-req gets nothing; announcements claiming a third party
+    X (the one message whose claimed sender may differ from its source) get
+    at most one introduction a period, to X. Amplification: bytes the core
+    sent because of the attacker's datagrams over the bytes of those
+    datagrams, per attack and in all."""
     w = at_rest(kind)
     limit = w.introduction_size()
     total_in = total_out = 0
 
-    sent, caused = w.answers(Sync(True, alive(ATTACKER)), now=w.now)
+    # A request without the stranger's own record gets nothing at all.
+    sent, caused = w.answers(Sync(True, alive(w.peers[7])), now=w.now)
+    assert caused == []
+    total_in += sent
+    # With it, one bare introduction (nothing piggybacked).
+    sent, caused = w.answers(Sync(True, alive(ATTACKER)), now=w.now + 0.01)
     if w.keyed:
         assert caused == []
     else:
@@ -788,7 +800,9 @@ def test_replies_go_to_the_source_and_are_small(kind: str) -> None:
     start = w.now + 1.0
     introductions: list[tuple[float, int]] = []
     for i in range(20):  # five a period for four periods
-        sent, caused = w.answers(Announce(), now=start + i * PERIOD / 5, sender=x, source=y)
+        sent, caused = w.answers(
+            Announce(), *alive(x), now=start + i * PERIOD / 5, sender=x, source=y
+        )
         assert all(to == x for to, _, _ in caused)
         introductions += [(w.now, size) for _, size, _ in caused]
         total_in += sent
@@ -796,9 +810,11 @@ def test_replies_go_to_the_source_and_are_small(kind: str) -> None:
     if w.keyed:
         assert introductions == []
     else:
-        assert len(introductions) == 4
+        # The first announcement's record makes X a member (one never heard
+        # from directly), so later ones are not answered at all.
+        assert len(introductions) == 1
         assert all(size <= limit for _, size in introductions)
-        assert all(b - a >= PERIOD for (a, _), (b, _) in zip(introductions, introductions[1:]))
+        assert all(b - a >= PERIOD for (a, _), (b, _) in itertools.pairwise(introductions))
 
     assert total_out <= 2 * total_in
     if w.keyed:
@@ -807,45 +823,39 @@ def test_replies_go_to_the_source_and_are_small(kind: str) -> None:
     else:
         assert w.counters.counted() == {"refused_ping_reqs": 1}
     assert w.swim.get(stranger) is None
-    assert w.swim.get(x) is None
+    # The announcement's record introduced X, as any stranger may introduce
+    # a member: one never heard from directly, probed, and removed when
+    # found silent (keys stop even that).
+    assert w.swim.get(x) is None if w.keyed else w.swim.get(x) == Node(x, Status.ALIVE, 1)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: an introduction is more than twice the size of the smallest request "
-        "for it (_introduce_to() says 'no larger than what it sent'): Sync(True, []) "
-        "(31 bytes) and Announce() (29 bytes) each get Sync(True, [own record]), "
-        "71 bytes with a wall-clock incarnation: 2.3x and 2.4x"
-    ),
-)
 def test_an_introduction_is_at_most_twice_the_smallest_request_for_it() -> None:
     # A real member's incarnation: the wall clock in milliseconds (~2**41).
     w = at_rest("unkeyed", incarnation=1_764_000_000_000)
-    sent, caused = w.answers(Sync(True, []), now=w.now)
+    # Requests without the stranger's own record are not answered at all.
+    assert w.answers(Sync(True, []), now=w.now)[1] == []
+    x = "10.77.0.1:7946"
+    assert w.answers(Announce(), now=w.now, sender=x, source=ATTACKER)[1] == []
+    # The smallest that are: the stranger's record, alone or beside Announce.
+    sent, caused = w.answers(Sync(True, alive(ATTACKER)), now=w.now + 0.01)
     assert len(caused) == 1
     assert amplification(sent, caused) <= 2
-    sent, caused = w.answers(Announce(), now=w.now, sender="10.77.0.1:7946", source=ATTACKER)
+    sent, caused = w.answers(Announce(), *alive(x), now=w.now + 0.02, sender=x, source=ATTACKER)
     assert len(caused) == 1
     assert amplification(sent, caused) <= 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: an introduction carries piggybacked news (_compose_packet fills every "
-        "datagram up to max_packet_bytes): while news is pending (here 300 members "
-        "just learned; an attacker makes news by introducing made-up members), a "
-        "63-byte state request gets ~1,370 bytes (22x), and a 29-byte Announce "
-        "claiming X sends ~1,380 bytes to X once a period (47x)"
-    ),
-)
-def test_an_introduction_carries_no_piggyback() -> None:
-    w = World("unkeyed", peers=300)
-    sent, caused = w.answers(Sync(True, alive(ATTACKER)), now=0.02)
-    assert amplification(sent, caused) <= 2, caused
-    sent, caused = w.answers(Announce(), now=0.02, sender="10.77.0.1:7946", source="10.66.0.9:1")
-    assert amplification(sent, caused) <= 2, caused
+@pytest.mark.parametrize("pending", ["at rest", "news pending"])
+def test_an_introduction_carries_no_piggyback(pending: str) -> None:
+    w = at_rest("unkeyed") if pending == "at rest" else World("unkeyed", peers=300)
+    own = Sync(True, alive(ME, incarnation=10))
+    sent, caused = w.answers(Sync(True, alive(ATTACKER)), now=w.now + 0.01)
+    assert [p.messages for _, _, p in caused] == [[own]]
+    assert amplification(sent, caused) <= 2
+    x = "10.77.0.1:7946"
+    sent, caused = w.answers(Announce(), *alive(x), now=w.now, sender=x, source="10.66.0.9:1")
+    assert [(to, p.messages) for to, _, p in caused] == [(x, [own])]
+    assert amplification(sent, caused) <= 2
 
 
 @pytest.mark.xfail(
@@ -857,8 +867,9 @@ def test_an_introduction_carries_no_piggyback() -> None:
         "member at once, and the next request, a period later, is answered with the "
         "full state; (b) a blind Sync(False, []) 'answer' from X is taken for the "
         "answer to the introduction (there is no cookie to echo). With 300 members: "
-        "8 datagrams, ~11 kB, for ~60 bytes. _answer_state_request() says a small "
-        "request from a forged source must not pull a large answer onto a third party"
+        "8 more datagrams, ~10 kB, for two requests of 66 (a) or 32 (b) bytes: 80x and "
+        "162x. _answer_state_request() says a small request from a forged source must "
+        "not pull a large answer onto a third party"
     ),
 )
 @pytest.mark.parametrize("vector", ["own record", "blind answer"])
@@ -878,53 +889,83 @@ def test_a_forged_source_cannot_pull_the_table_onto_a_third_party(vector: str) -
 # --------------------------------------------------------- 6. table flood
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_a_flood_of_made_up_members_does_not_keep_a_newcomer_out(kind: str) -> None:
-    """12,000 made-up ALIVE members in state pushes from one stranger, to
-    one member of 10, all with max_members=200. Unkeyed, a stranger may
-    introduce members: the full table forgets the oldest member never heard
-    from directly to make room (evicted_unverified), so the real members,
-    all heard from, stay; gossip carries made-up members to the others too,
-    and every probe and gossip target drawn among them is wasted, which slows
-    the newcomer's news (about 50 s here instead of well under one). Keyed,
-    every push is dropped unauthenticated and nothing of this happens."""
+def flood(kind: str) -> tuple[Cluster, SimMember, dict[str, int], SimMember, float]:
+    """12,000 made-up ALIVE members in 400 state pushes from one stranger (40
+    every 50 ms) to one member of 10, all with max_members=200; then a
+    newcomer joins. The cluster, the member flooded, the defence counters
+    that grew during the flood, the newcomer, and how long after it joined
+    every real member (the newcomer too) held every other ALIVE."""
     c = Cluster(kind, size=10, max_members=200)
     target = c.members[3]
     made_up = [forged(i) for i in range(12_000)]
-    for burst in range(0, len(made_up), 1200):  # 40 pushes every 50 ms
+    for burst in range(0, len(made_up), 1200):
         for i in range(burst, burst + 1200, 30):
             c.forge(target, Sync(False, alive(*made_up[i : i + 30])))
         c.sim.run_for(0.05)
     assert c.attacker.datagrams == 400
-    real = {m.address for m in c.members}
-    assert real <= {n.address for n in target.healthy_members()}
-    if c.keyed:
-        c.all_unauthenticated()
-        assert len(target.members()) == 10
-    else:
-        assert len(target.members()) == 200
-        assert target.statistics().evicted_unverified > 11_000
+    assert {m.address for m in c.members} <= {n.address for n in target.healthy_members()}
+    counted = c.counters.counted()
     newcomer = c.add(50)
     joined_at = c.sim.now
     everyone = [*c.members, newcomer]
+    real = {m.address for m in everyone}
 
-    def newcomer_known() -> bool:
-        return everyone_sees(c.members, newcomer.address, Status.ALIVE) and real <= {
-            n.address for n in newcomer.healthy_members()
-        }
+    def known() -> bool:
+        return all(real <= {n.address for n in m.healthy_members()} for m in everyone)
 
-    assert c.sim.run_until(newcomer_known, timeout=120, step=0.1)
-    took = c.sim.now - joined_at
-    assert took < (1.0 if c.keyed else 100.0), took
-    # Nothing was said about a real member but the newcomer's arrival.
+    assert c.sim.run_until(known, timeout=200, step=0.25)
+    return c, target, counted, newcomer, c.sim.now - joined_at
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_a_flood_of_made_up_members_does_not_keep_a_newcomer_out(kind: str) -> None:
+    """Unkeyed, a stranger may introduce members: the full table forgets the
+    oldest member never heard from directly to make room (evicted_unverified),
+    so the real members, all heard from, stay. Gossip carries made-up members
+    to the others, though, and every probe and gossip target drawn among them
+    is wasted: it takes 81 s until every real member and the newcomer hold
+    each other ALIVE (a fraction of a second without the flood), and ~12
+    minutes until the made-up members are all gone. Keyed, every push is
+    dropped unauthenticated and none of this happens."""
+    c, target, counted, newcomer, took = flood(kind)
+    real = {m.address for m in c.members} | {newcomer.address}
+    if c.keyed:
+        assert counted == unauthenticated(400)
+        assert took < 1.0
+        assert len(target.members()) == 11
+    else:
+        assert counted.keys() == {"evicted_unverified"}
+        assert target.statistics().evicted_unverified > 11_000
+        assert 10 < took < 300
+    # Nothing was said about a real member but its arrival; no real member
+    # that was there before the flood forgot another.
     for _, _, e in c.changes():
         assert e.node.address not in real or e.status is Status.ALIVE
     assert not any(
-        isinstance(e, MemberRemoved) and e.node.address in real | {newcomer.address}
-        for _, _, e in c.events
+        isinstance(e, MemberRemoved) and e.node.address in real and who != newcomer.address
+        for _, who, e in c.events
     )
-    if c.keyed:
-        assert converged(everyone)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason=(
+        "bug (eviction policy): a newcomer has heard directly from none of the real "
+        "members it learned from its seed's state, so they are 'unverified' there, "
+        "and being the oldest entries they are the first evicted when made-up "
+        "members gossiped to it fill its table: the newcomer reports MemberRemoved "
+        "about live members 127.0.0.1:3, :7 and :9 18 s after joining, and learns of "
+        "them again only 44 s later"
+    ),
+)
+def test_a_flood_does_not_make_a_newcomer_forget_live_members() -> None:
+    c, _, _, newcomer, _ = flood("unkeyed")
+    removed = [
+        e.node.address
+        for _, who, e in c.events
+        if isinstance(e, MemberRemoved) and who == newcomer.address
+    ]
+    assert not any(address.startswith("127.") for address in removed)
 
 
 # ---------------------------------------------------- 7. forged broadcasts
@@ -952,9 +993,7 @@ def test_forged_broadcasts_are_delivered_nowhere_and_do_not_stop_a_real_one(kind
 
     def delivered() -> set[str]:
         return {
-            who
-            for _, who, e in c.events
-            if isinstance(e, BroadcastReceived) and e == BroadcastReceived(sender.address, b"real news")
+            who for _, who, e in c.events if e == BroadcastReceived(sender.address, b"real news")
         }
 
     others = {m.address for m in c.members[1:]}
@@ -962,15 +1001,6 @@ def test_forged_broadcasts_are_delivered_nowhere_and_do_not_stop_a_real_one(kind
     assert c.changes() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "bug: a broadcast from a stranger (a sender that is not a member) is "
-        "delivered when its origin names a member: _on_broadcast checks the origin "
-        "only, never the sender, unlike updates (refused_rumours). One unkeyed "
-        "datagram makes every member deliver b'evil' as if 127.0.0.1:1 had sent it"
-    ),
-)
 def test_a_stranger_cannot_broadcast_under_a_members_name() -> None:
     c = Cluster("unkeyed")
     for member in c.members[1:]:

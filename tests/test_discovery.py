@@ -25,7 +25,7 @@ from trio_swim.discovery import (
     multicast_group,
 )
 from trio_swim.testing import SimNetwork
-from trio_swim.wire import Announce, Codec
+from trio_swim.wire import Announce, Codec, Update, WireStatus
 
 from netns import (
     IPV4_LOOPBACK,
@@ -103,7 +103,8 @@ def test_interface_index_of_ipv6_addresses() -> None:
 
 
 def _announcement(cluster: str, sender: str) -> bytes:
-    return Codec(cluster, Config().max_packet_bytes).encode(sender, [Announce()])
+    record = Update(sender, WireStatus.ALIVE, 0, sender)
+    return Codec(cluster, Config().max_packet_bytes).encode(sender, [Announce(), record])
 
 
 def _addresses(member: Member) -> set[str]:

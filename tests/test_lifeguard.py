@@ -458,7 +458,9 @@ async def test_missed_nacks_tell_a_slow_prober_from_a_silent_target(
         script.introduce(target, *helpers)
         while not script.messages_to(target, Ping):
             await trio.sleep(PERIOD)
-        await trio.sleep(PERIOD)
+        # The next probe goes out as the target's period ends, exactly a
+        # period later: wake a little after it, not at the same instant.
+        await trio.sleep(1.1 * PERIOD)
         pings = [to for _, to, p in script.sent if isinstance(p.messages[0], Ping)]
         asked = {to for _, to, p in script.sent if isinstance(p.messages[0], PingReq)}
         assert asked == set(helpers)

@@ -143,10 +143,26 @@ def default_join_wait(config: Config) -> float:
 
 
 def _is_announcement(packet: Packet) -> bool:
-    """A lone announcement: heard on the multicast group, it comes from the
-    group port of the announcer's host (from any of its addresses), not from
-    the address it claims, and is answered there with one small datagram."""
-    return len(packet.messages) == 1 and isinstance(packet.messages[0], Announce)
+    """An announcement (with the announcer's record): heard on the multicast
+    group, it comes from the group port of the announcer's host (from any of
+    its addresses), not from the address it claims, and is answered there
+    with one small datagram."""
+    messages = packet.messages
+    return (
+        1 <= len(messages) <= 2
+        and isinstance(messages[0], Announce)
+        and all(isinstance(m, Update) and m.address == packet.sender for m in messages[1:])
+    )
+
+
+def _mentions(packet: Packet, address: str) -> bool:
+    """True if ``packet`` carries a record of ``address`` (alone or in a Sync)."""
+    for message in packet.messages:
+        if isinstance(message, Update) and message.address == address:
+            return True
+        if isinstance(message, Sync) and any(u.address == address for u in message.members):
+            return True
+    return False
 
 
 def _assert_never(value: NoReturn) -> NoReturn:
@@ -367,7 +383,10 @@ class Swim:
         self._broadcast_seq = rng.getrandbits(40)
         self._drops = dict.fromkeys(DropReason, 0)
         self._counts = _Counters()
-        self._outbox: deque[tuple[str, list[Message]]] = deque()
+        # (address, messages, bare): a bare datagram carries its messages
+        # only, no piggybacked news (an answer to a stranger).
+        self._outbox: deque[tuple[str, list[Message], bool]] = deque()
+        self._carries_own_record = False
         self._events: deque[Output] = deque()
         self._seeds: list[str] = []
         self._seed_attempt = 0
@@ -441,8 +460,9 @@ class Swim:
         )
 
     def announcement(self) -> bytes:
-        """The datagram multicast discovery sends: this member can be joined."""
-        return self._encode([Announce()])
+        """The datagram multicast discovery sends: this member can be joined
+        (with its own record, so that an answer is no larger than it)."""
+        return self._encode([Announce(), self._update_message(self.me, self.address)])
 
     def _encode(self, messages: list[Message]) -> bytes:
         data = self._codec.encode(self.address, messages)
@@ -484,6 +504,7 @@ class Swim:
         # A seed counts as a member: it may tell a restarted member that it
         # is held DEAD, which the member must hear to refute.
         self._sender_known = self._table.get(sender) is not None or sender in self._seeds
+        self._carries_own_record = not self._sender_known and _mentions(packet, sender)
         self._handle_packet(packet, now)
         self._table.verify(sender)
 
@@ -593,8 +614,8 @@ class Swim:
     def next_datagram(self) -> tuple[str, bytes] | None:
         """The next datagram to send, as (address, data); None when there is none."""
         while self._outbox:
-            address, messages = self._outbox.popleft()
-            data = self._compose_packet(address, messages)
+            address, messages, bare = self._outbox.popleft()
+            data = self._encode(messages) if bare else self._compose_packet(address, messages)
             if data is not None:
                 self._counts.packets_sent += 1
                 self._counts.bytes_sent += len(data)
@@ -612,11 +633,11 @@ class Swim:
 
     # ------------------------------------------------------------- sending
 
-    def _send(self, address: str, messages: list[Message]) -> None:
+    def _send(self, address: str, messages: list[Message], *, bare: bool = False) -> None:
         if len(self._outbox) >= SEND_QUEUE_SIZE:
             self._counts.dropped_send_queue_full += 1
             return
-        self._outbox.append((address, messages))
+        self._outbox.append((address, messages, bare))
 
     def _compose_packet(self, address: str, messages: list[Message]) -> bytes | None:
         """Encode ``messages`` plus as much piggyback as fits; None if nothing to send."""
@@ -740,11 +761,9 @@ class Swim:
         if len(self._unknown_since) >= self.config.max_members:
             self._unknown_since.clear()
         first = self._unknown_since.setdefault(sender, now)
-        if now - first >= self._retransmit_limit * self.config.period and self._introductions.allow(
-            sender, now, self.config.period
-        ):
+        if now - first >= self._retransmit_limit * self.config.period:
             del self._unknown_since[sender]
-            self._introduce_to(self._reply_to)
+            self._introduce_to(sender, self._reply_to, now, answering=False)
 
     def _notice_if_dead(self, sender: str, now: float) -> None:
         """A member we hold DEAD/LEFT (or removed) is talking: tell it, so it refutes."""
@@ -802,7 +821,11 @@ class Swim:
         if message.origin == self.address:
             return
         origin = self._table.get(message.origin)
-        if origin is None or origin.status not in (Status.ALIVE, Status.SUSPECT):
+        if (
+            not self._sender_known
+            or origin is None
+            or origin.status not in (Status.ALIVE, Status.SUSPECT)
+        ):
             self._counts.refused_broadcasts += 1
             return
         if not self._seen.first_time((message.origin, message.seq), now):
@@ -848,17 +871,28 @@ class Swim:
         if self._sender_known:
             if self._may_send_state(sender, now):
                 self._send_state(self._reply_to, want_reply=False)
-        elif self._introductions.allow(sender, now, self.config.period):
-            self._introduce_to(self._reply_to)
+        else:
+            self._introduce_to(sender, self._reply_to, now)
 
-    def _introduce_to(self, address: str) -> None:
+    def _introduce_to(
+        self, stranger: str, address: str, now: float, *, answering: bool = True
+    ) -> None:
         """Send a stranger this member's own record, asking for its state.
 
-        A stranger's claimed address may be forged, so it gets one small
-        datagram, no larger than what it sent; its answer, from that address,
-        makes it a member here, and then it is sent the whole state.
+        A stranger's claimed address may be forged, so the introduction is
+        one datagram with nothing else on it, and it answers a request
+        (``answering``) only if the request carried the stranger's own
+        record, as a joiner's state and an announcement do: then it is about
+        the size of the request. The stranger's answer makes it a member
+        here, and then it is sent the whole state. At most one a period to
+        any one stranger.
         """
-        self._send(address, [Sync(True, [self._update_message(self.me, self.address)])])
+        if answering and not self._carries_own_record:
+            return
+        if not self._introductions.allow(stranger, now, self.config.period):
+            return
+        introduction: list[Message] = [Sync(True, [self._update_message(self.me, self.address)])]
+        self._send(address, introduction, bare=True)
 
     def _on_remote_verdict(self, update: Update, sender: str, now: float) -> None:
         """Another member's DEAD verdict in a state exchange is only a suspicion
@@ -886,10 +920,8 @@ class Swim:
     def _on_announce(self, sender: str, now: float) -> None:
         """Introduce this member to an announcer it does not know (at most once
         a period): the announcer's answer makes them members of each other."""
-        if self._table.get(sender) is None and self._introductions.allow(
-            sender, now, self.config.period
-        ):
-            self._introduce_to(sender)
+        if self._table.get(sender) is None:
+            self._introduce_to(sender, sender, now)
 
     # ------------------------------------------------------ membership news
 
@@ -912,6 +944,13 @@ class Swim:
             if status is Status.SUSPECT and self._sender_known:
                 self._confirm_suspicion(address, update.incarnation, update.source)
             return
+        if (
+            not self._sender_known
+            and address == self.address
+            and status is Status.ALIVE
+            and update.incarnation <= self.me.incarnation
+        ):
+            return  # our own record, passed on: nothing to refute
         if not self._sender_known and (address == self.address or status is not Status.ALIVE):
             # A stranger may introduce members, never accuse one, nor speak
             # of this member (a forged rumour it would have to refute).
