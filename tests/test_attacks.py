@@ -13,12 +13,10 @@ Two harnesses, both trio-free and deterministic:
 
 :class:`Cluster`
     A :class:`~trio_swim.testing.Simulation` of real members. The attacker
-    has no endpoint in it: its datagrams are handed to a member's core with
-    ``member.swim.receive(data, sim.now, source)``, and what they make the
-    member send to the attacker is lost, as it would be on a network where
-    nobody listens. The Simulation has no public way to carry out what a
-    direct call to a core asked for; ``sim.join(address, [])`` (a join of
-    nobody, a no-op input) does it at once.
+    has no endpoint in it: its datagrams are handed to a member with
+    ``sim.inject(address, data, source)``, and what they make the member
+    send to the attacker is lost, as it would be on a network where nobody
+    listens.
 :class:`World`
     One core (:class:`~trio_swim.protocol.Swim`) and scripted peers around
     it, for exact counts and sizes: every datagram the core sends is opened
@@ -185,8 +183,7 @@ class Cluster:
 
     def inject(self, member: SimMember, data: bytes, source: str = ATTACKER) -> None:
         """``data`` arrives at ``member`` now from ``source``; what it causes is carried out."""
-        member.swim.receive(data, self.sim.now, source)
-        self.sim.join(member.address, [])  # a no-op input: the Simulation drains the core
+        self.sim.inject(member.address, data, source)
 
     def forge(self, member: SimMember, *messages: Message, sender: str = ATTACKER) -> None:
         """The attacker sends ``messages`` to ``member`` from its own address."""

@@ -612,6 +612,13 @@ class Simulation:
         member.swim.join([_resolve(t) for t in targets], self.now)
         self._after_input(member)
 
+    def inject(self, address: str, data: bytes, source: str) -> None:
+        """Hand the member at ``address`` one datagram from ``source`` now, as
+        if it had come over the network (what an attacker would send)."""
+        member = self.member(address)
+        member.swim.receive(data, self.now, source)
+        self._after_input(member)
+
     def close(self, address: str) -> None:
         """The member at ``address`` leaves gracefully now: it becomes LEFT,
         its goodbyes go out, and it is gone (no wait for an ack)."""
