@@ -639,7 +639,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rates", type=int, nargs="+", default=list(DEFAULT_RATES))
     parser.add_argument("--seconds", type=float, default=3.0, help="seconds per rate")
-    parser.add_argument("--variant", action="append", choices=VARIANTS)
+    parser.add_argument(
+        "--variant", action="append", choices=VARIANTS, help="repeat for several (default: both)"
+    )
     parser.add_argument("--core-packets", type=int, default=CORE_PACKETS)
     parser.add_argument(
         "--retries", type=int, default=3, help="extra runs of a rate while contended"
@@ -699,6 +701,7 @@ def main(argv: list[str] | None = None) -> int:
         "code": _code_state(),
         "rates": args.rates,
         "seconds_per_rate": args.seconds,
+        "retries": args.retries,
         "pinned_cpus": {"sender": pinned[0], "member": pinned[1]} if pinned else None,
         "answered_threshold": ANSWERED,
         "results": [asdict(r) for r in results],

@@ -3,8 +3,8 @@
 ``--members`` (20) separate ``python -m trio_swim run`` processes on
 127.0.0.1 at the default 250 ms period (stdin a pipe held open, stdout to
 ``/dev/null``), each joining the first. After ``--warmup`` seconds (20) a
-probe checks that every member holds all the others ALIVE, then for
-``--window`` seconds (60) we measure, per member:
+probe pings every member (see below), then for ``--window`` seconds (60) we
+measure, per member:
 
 * CPU seconds per minute (user + system, from ``/proc/PID/stat``);
 * resident memory (``VmRSS``), and the same over a bare
@@ -24,6 +24,9 @@ into the members, keyed figures mean nothing, so the probe also sends each
 member a *plaintext* ``Ping`` built from the protocol's own structs: a keyed
 member must not answer it, and must answer a sealed one with a sealed
 ``Ack``. The result of that check is printed and written with the figures.
+After the window the probe also asks every member for its state (sealed with
+a key), which joins the probe to the cluster, to check that each member held
+all the others ALIVE (a note is printed if not).
 
     python benchmarks/udp_rest.py [--members 20] [--warmup 20] [--window 60]
                                   [--variant plain|keyed]...
@@ -658,7 +661,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--members", type=int, default=20)
     parser.add_argument("--warmup", type=float, default=20.0, help="seconds before the window")
     parser.add_argument("--window", type=float, default=60.0, help="seconds measured")
-    parser.add_argument("--variant", action="append", choices=VARIANTS)
+    parser.add_argument(
+        "--variant", action="append", choices=VARIANTS, help="repeat for several (default: both)"
+    )
     parser.add_argument("--base-port", type=int, default=17_100, help="first port (namespace)")
     parser.add_argument("--output", type=Path, default=Path(__file__).with_suffix(".json"))
     parser.add_argument("--probe", nargs="+", metavar="ADDRESS", help=argparse.SUPPRESS)
