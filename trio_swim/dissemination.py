@@ -56,13 +56,17 @@ class PiggybackQueue(Generic[T]):
         entry = self._entries.get(key)
         return None if entry is None else entry.sends
 
-    def put(self, key: Hashable, message: T, size: int) -> None:
-        """Queue ``message`` (of ``size`` encoded bytes) under ``key``."""
+    def put(self, key: Hashable, message: T, size: int, *, sent: int = 0) -> None:
+        """Queue ``message`` (of ``size`` encoded bytes) under ``key``, as if
+        already sent ``sent`` times (lower priority, fewer sends to come)."""
         self.discard(key)
         if len(self._entries) >= self.max_items:
             self._evict_most_sent()
-        self._entries[key] = _Entry(message, size)
-        self._by_sends[0][key] = None
+        entry = self._entries[key] = _Entry(message, size)
+        entry.sends = sent
+        while len(self._by_sends) <= sent:
+            self._by_sends.append({})
+        self._by_sends[sent][key] = None
 
     def discard(self, key: Hashable) -> None:
         """Stop sending the message under ``key``, if any."""

@@ -387,6 +387,7 @@ class Swim:
         # only, no piggybacked news (an answer to a stranger).
         self._outbox: deque[tuple[str, list[Message], bool]] = deque()
         self._carries_own_record = False
+        self._in_state_exchange = False
         self._events: deque[Output] = deque()
         self._seeds: list[str] = []
         self._seed_attempt = 0
@@ -674,7 +675,12 @@ class Swim:
         return self.address if suspicion is None else suspicion.origin
 
     def _queue_update(self, update: Update) -> None:
-        self._updates.put(update.address, update, self._codec.message_size(update))
+        # News learned in a state exchange is likely known around already (the
+        # sender had it, and states travel widely): it is spread half as often,
+        # behind news that is fresh, such as a newcomer's arrival.
+        stale = self._in_state_exchange and update.address != self.address
+        sent = self._retransmit_limit // 2 if stale else 0
+        self._updates.put(update.address, update, self._codec.message_size(update), sent=sent)
         self._arm_gossip()
 
     def _queue_broadcast(self, message: UserBroadcast) -> None:
@@ -834,6 +840,24 @@ class Swim:
         self._events.append(BroadcastReceived(message.origin, message.payload))
 
     def _on_sync(self, sender: str, message: Sync, now: float) -> None:
+        self._in_state_exchange = True
+        try:
+            self._merge_state(sender, message, now)
+        finally:
+            self._in_state_exchange = False
+        self._events.append(SyncAnswered(sender))
+        if not self._joined and sender in self._seeds:
+            self._on_joined(now)
+        if message.want_reply:
+            self._answer_state_request(sender, now)
+        elif self._introductions.recent(sender, now, self.config.period):
+            # The answer to our introduction, from the address it claimed:
+            # now it gets the whole state too.
+            self._introductions.forget(sender)
+            if self._may_send_state(sender, now):
+                self._send_state(self._reply_to, want_reply=False)
+
+    def _merge_state(self, sender: str, message: Sync, now: float) -> None:
         for update in message.members:
             if update.status is WireStatus.DEAD and update.address != self.address:
                 self._on_remote_verdict(update, sender, now)
@@ -848,17 +872,6 @@ class Swim:
                 # next backoff step.
                 self._timers.push(now, RetryDead(update.address, None))
             self._on_update(update, now, sender)
-        self._events.append(SyncAnswered(sender))
-        if not self._joined and sender in self._seeds:
-            self._on_joined(now)
-        if message.want_reply:
-            self._answer_state_request(sender, now)
-        elif self._introductions.recent(sender, now, self.config.period):
-            # The answer to our introduction, from the address it claimed:
-            # now it gets the whole state too.
-            self._introductions.forget(sender)
-            if self._may_send_state(sender, now):
-                self._send_state(self._reply_to, want_reply=False)
 
     def _answer_state_request(self, sender: str, now: float) -> None:
         """Send our state to whoever asked (to the datagram's source).
