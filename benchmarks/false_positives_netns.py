@@ -40,14 +40,14 @@ from pathlib import Path
 
 import trio
 
+from _common import Namespace
+
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 JOIN_LIMIT = 60.0
 """Seconds the members get to find each other before a level is abandoned."""
 STOP_LIMIT = 10.0
 """Seconds members get to leave on SIGTERM before they are killed."""
-COMMAND_LIMIT = 30.0
-"""Seconds any one ``ip`` or ``iptables`` command may take."""
 
 VARIANTS: dict[str, dict[str, str]] = {
     "lifeguard": {"SWIM_LIFEGUARD": "true"},
@@ -83,46 +83,6 @@ class Level:
             return math.nan
         ordered = sorted(self.detections)
         return ordered[max(1, math.ceil(q * len(ordered))) - 1]
-
-
-def run_command(*argv: str) -> None:
-    """Run one setup command; raise with its stderr if it fails."""
-    done = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=COMMAND_LIMIT, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
-
-
-class Namespace:
-    """A network namespace with loopback up; deleted by :meth:`delete`."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        run_command("ip", "netns", "add", name)
-        try:
-            run_command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        except BaseException:
-            self.delete()
-            raise
-
-    def drop_udp(self, probability: float) -> None:
-        """Drop incoming UDP datagrams at random, inside this namespace only."""
-        if probability <= 0:
-            return
-        run_command(
-            "ip", "netns", "exec", self.name,
-            "iptables", "-A", "INPUT", "-p", "udp",
-            "-m", "statistic", "--mode", "random", "--probability", f"{probability}",
-            "-j", "DROP",
-        )  # fmt: skip
-
-    def delete(self) -> None:
-        """Remove the namespace (its firewall rules go with it)."""
-        subprocess.run(
-            ["ip", "netns", "del", self.name], capture_output=True, timeout=COMMAND_LIMIT,
-            check=False,
-        )  # fmt: skip
 
 
 class Cluster:

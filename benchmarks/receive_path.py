@@ -48,7 +48,6 @@ import json
 import math
 import multiprocessing
 import os
-import platform
 import random
 import socket
 import statistics as stats
@@ -57,7 +56,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -69,6 +67,8 @@ from trio_swim import Config, Member, open_member
 from trio_swim.protocol import Swim
 from trio_swim.security import Keyring, associated_data, is_sealed
 from trio_swim.wire import PROTOCOL_VERSION, Ack, Codec, Packet, Ping
+
+from _common import log, machine
 
 HOST = "127.0.0.1"
 CLUSTER = Config().cluster_name
@@ -89,36 +89,6 @@ CORE_PACKETS = 50_000
 CORE_REPEATS = 3
 SEQ_STRIDE = 10_000_000
 """Each step's pings use their own range of sequence numbers."""
-
-
-def log(text: str) -> None:
-    """One progress line on stderr."""
-    print(text, file=sys.stderr, flush=True)
-
-
-def machine() -> dict[str, Any]:
-    """What ran the benchmark."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("trio", "msgspec", "cryptography"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "-"
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **versions,
-    }
 
 
 def socket_drops(port: int) -> int:

@@ -42,7 +42,6 @@ import base64
 import json
 import math
 import os
-import platform
 import shutil
 import signal
 import socket
@@ -51,7 +50,6 @@ import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -68,13 +66,13 @@ from trio_swim.wire import (
     WireStatus,
 )
 
+from _common import COMMAND_LIMIT, Namespace, log, machine
+
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = "trio-swim"
 MAX_PACKET = 1400
 VARIANTS = ("plain", "keyed")
-COMMAND_LIMIT = 30.0
-"""Seconds any one ``ip`` command or probe may take."""
 STOP_LIMIT = 10.0
 """Seconds members get to leave on SIGTERM before they are killed."""
 PROBE_WAIT = 1.5
@@ -83,36 +81,6 @@ MAX_MEMBERS = 100
 IP_UDP_ETH_HEADERS = 14 + 20 + 8
 """What the loopback counts per IPv4 datagram besides its payload."""
 BARE = "import sys, trio, msgspec; sys.stdin.read()"
-
-
-def log(text: str) -> None:
-    """One progress line on stderr."""
-    print(text, file=sys.stderr, flush=True)
-
-
-def machine() -> dict[str, Any]:
-    """What ran the benchmark."""
-    model = ""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    versions = {}
-    for package in ("trio", "msgspec", "cryptography"):
-        try:
-            versions[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            versions[package] = "-"
-    return {
-        "cpus": os.cpu_count(),
-        "cpu_model": model,
-        "python": platform.python_version(),
-        "platform": platform.platform(),
-        **versions,
-    }
 
 
 def code_state() -> dict[str, Any]:
@@ -272,39 +240,6 @@ def probe(targets: list[str], key: bytes | None, membership: bool) -> dict[str, 
 
 
 # ------------------------------------------------------------ processes
-
-
-def run_command(*argv: str) -> None:
-    """Run one setup command; raise with its stderr if it fails."""
-    done = subprocess.run(
-        list(argv), capture_output=True, text=True, timeout=COMMAND_LIMIT, check=False
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"{' '.join(argv)}: {done.stderr.strip()}")
-
-
-class Namespace:
-    """A network namespace with loopback up; removed by :meth:`delete`."""
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-        run_command("ip", "netns", "add", name)
-        try:
-            run_command("ip", "netns", "exec", name, "ip", "link", "set", "lo", "up")
-        except BaseException:
-            self.delete()
-            raise
-
-    @property
-    def prefix(self) -> list[str]:
-        """What runs a command inside (``ip netns exec`` execs it: same pid)."""
-        return ["ip", "netns", "exec", self.name]
-
-    def delete(self) -> None:
-        subprocess.run(
-            ["ip", "netns", "del", self.name], capture_output=True, timeout=COMMAND_LIMIT,
-            check=False,
-        )  # fmt: skip
 
 
 def free_ports(count: int) -> list[int]:
