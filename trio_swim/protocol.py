@@ -623,11 +623,6 @@ class Swim:
                 return address, data
         return None
 
-    @property
-    def has_datagrams(self) -> bool:
-        """True if :meth:`next_datagram` may have something to send."""
-        return bool(self._outbox)
-
     def next_event(self) -> Output | None:
         """The next event or runner notice; None when there is none."""
         return self._events.popleft() if self._events else None
