@@ -85,8 +85,8 @@ class MemberTable:
 
     Bounds: at most ``max_members`` records and at most ``max_members``
     tombstones (the oldest is forgotten first). When the table is full, a
-    newcomer takes the place of the oldest member this member has never heard
-    from directly (:meth:`verify`), which is what a flood of made-up members
+    newcomer takes the place of the oldest member that never proved it is a
+    real endpoint (:meth:`verify`), which is what a flood of made-up members
     consists of; only when every member was heard from is it refused with
     :attr:`Refused.TABLE_FULL`.
     """
@@ -211,8 +211,12 @@ class MemberTable:
         return Change(node, old)
 
     def verify(self, address: str) -> None:
-        """``address`` was heard from directly (it is a real endpoint)."""
+        """``address`` proved it is a real endpoint (it answered a ping)."""
         self._unverified.pop(address, None)
+
+    def is_verified(self, address: str) -> bool:
+        """True if ``address`` is a member that proved it is a real endpoint."""
+        return address in self._nodes and address not in self._unverified
 
     def _apply_to_self(self, status: Status, incarnation: int) -> Refute | Refused:
         me = self.me

@@ -387,7 +387,11 @@ class Swim:
         # only, no piggybacked news (an answer to a stranger).
         self._outbox: deque[tuple[str, list[Message], bool]] = deque()
         self._carries_own_record = False
+        self._sender_verified = False
         self._in_state_exchange = False
+        # The ping each introduced stranger must answer before it gets the
+        # state: it proves the stranger receives at the address it claims.
+        self._cookies: dict[str, int] = {}
         self._events: deque[Output] = deque()
         self._seeds: list[str] = []
         self._seed_attempt = 0
@@ -505,9 +509,12 @@ class Swim:
         # A seed counts as a member: it may tell a restarted member that it
         # is held DEAD, which the member must hear to refute.
         self._sender_known = self._table.get(sender) is not None or sender in self._seeds
-        self._carries_own_record = not self._sender_known and _mentions(packet, sender)
+        # A sealed datagram proves its sender; else only an answered ping does.
+        if sealed:
+            self._table.verify(sender)
+        self._sender_verified = sealed or self._table.is_verified(sender)
+        self._carries_own_record = not self._sender_verified and _mentions(packet, sender)
         self._handle_packet(packet, now)
-        self._table.verify(sender)
 
     def _open(self, data: bytes) -> tuple[Packet | DropReason, bool]:
         """Decode one datagram, opening it first if it is sealed."""
@@ -792,8 +799,18 @@ class Swim:
         elif isinstance(waiting, _Relay) and sender == waiting.target:
             del self._pending[seq]
             self._send(waiting.reply_to, [Ack(waiting.requester_seq)])
+        elif self._cookies.get(sender) == seq:
+            # The introduced stranger answered from the address it claims:
+            # it is real, and it gets the whole state now.
+            del self._cookies[sender]
+            self._table.verify(sender)
+            if self._may_send_state(sender, now):
+                self._send_state(self._reply_to, want_reply=False)
+            return
         else:
             self._counts.ignored_acks += 1
+            return
+        self._table.verify(sender)
 
     def _on_ping_req(self, requester: str, message: PingReq, now: float) -> None:
         """Ping a member for another; only members ask, and only about members
@@ -845,12 +862,6 @@ class Swim:
             self._on_joined(now)
         if message.want_reply:
             self._answer_state_request(sender, now)
-        elif self._introductions.recent(sender, now, self.config.period):
-            # The answer to our introduction, from the address it claimed:
-            # now it gets the whole state too.
-            self._introductions.forget(sender)
-            if self._may_send_state(sender, now):
-                self._send_state(self._reply_to, want_reply=False)
 
     def _merge_state(self, sender: str, message: Sync, now: float) -> None:
         for update in message.members:
@@ -871,12 +882,13 @@ class Swim:
     def _answer_state_request(self, sender: str, now: float) -> None:
         """Send our state to whoever asked (to the datagram's source).
 
-        A member gets the whole table; a stranger (a sender that was not a
-        member before this datagram) first gets only an introduction (see
-        :meth:`_introduce_to`): a small request from a forged source must not
-        pull a large answer onto a third party. Either at most once a period.
+        A member that proved its address (it answered a ping, or sealed its
+        datagram) and a seed get the whole table; anyone else first gets only
+        an introduction (see :meth:`_introduce_to`): a small request from a
+        forged source must not pull a large answer onto a third party.
+        Either at most once a period.
         """
-        if self._sender_known:
+        if self._sender_verified or sender in self._seeds:
             if self._may_send_state(sender, now):
                 self._send_state(self._reply_to, want_reply=False)
         else:
@@ -885,22 +897,25 @@ class Swim:
     def _introduce_to(
         self, stranger: str, address: str, now: float, *, answering: bool = True
     ) -> None:
-        """Send a stranger this member's own record, asking for its state.
+        """Send a stranger this member's own record and a ping, asking for its state.
 
         A stranger's claimed address may be forged, so the introduction is
         one datagram with nothing else on it, and it answers a request
         (``answering``) only if the request carried the stranger's own
         record, as a joiner's state and an announcement do: then it is about
-        the size of the request. The stranger's answer makes it a member
-        here, and then it is sent the whole state. At most one a period to
-        any one stranger.
+        the size of the request. The stranger's ack of the ping (its number
+        is random) proves it receives at that address; then it is sent the
+        whole state. At most one a period to any one stranger.
         """
         if answering and not self._carries_own_record:
             return
         if not self._introductions.allow(stranger, now, self.config.period):
             return
-        introduction: list[Message] = [Sync(True, [self._update_message(self.me, self.address)])]
-        self._send(address, introduction, bare=True)
+        if len(self._cookies) >= self.config.max_members:
+            self._cookies.clear()
+        cookie = self._cookies[stranger] = self._next_seq()
+        me = self._update_message(self.me, self.address)
+        self._send(address, [Ping(cookie), Sync(True, [me])], bare=True)
 
     def _on_remote_verdict(self, update: Update, sender: str, now: float) -> None:
         """Another member's DEAD verdict in a state exchange is only a suspicion
