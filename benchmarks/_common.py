@@ -11,6 +11,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+REPO = Path(__file__).resolve().parent.parent
+"""The checkout the benchmarks belong to."""
 COMMAND_LIMIT = 30.0
 """Seconds a setup command (ip, iptables) may take."""
 
@@ -88,3 +90,19 @@ class Namespace:
             ["ip", "netns", "del", self.name], capture_output=True, timeout=COMMAND_LIMIT,
             check=False,
         )  # fmt: skip
+
+
+def code_state() -> dict[str, Any]:
+    """The commit measured, and whether the package had uncommitted changes."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(REPO), "status", "--porcelain", "trio_swim"],
+            capture_output=True, text=True, timeout=10, check=False,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    return {"commit": commit, "trio_swim_uncommitted_changes": bool(dirty)}

@@ -51,7 +51,6 @@ import os
 import random
 import socket
 import statistics as stats
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -68,7 +67,7 @@ from trio_swim.protocol import Swim
 from trio_swim.security import Keyring, associated_data, is_sealed
 from trio_swim.wire import PROTOCOL_VERSION, Ack, Codec, Packet, Ping
 
-from _common import log, machine
+from _common import code_state, log, machine
 
 HOST = "127.0.0.1"
 CLUSTER = Config().cluster_name
@@ -577,23 +576,6 @@ def table(results: list[Variant]) -> str:
     return "\n".join(lines)
 
 
-def _code_state() -> dict[str, Any]:
-    """The commit measured, and whether the package had uncommitted changes."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "trio_swim"],
-            capture_output=True, text=True, timeout=10, check=False,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit, "trio_swim_uncommitted_changes": bool(dirty)}
-
-
 def _config(variant: str) -> tuple[Config, bytes | None] | str:
     """The member's Config for ``variant`` and its key, or why there is none."""
     if variant == "plain":
@@ -668,7 +650,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     document = {
         "machine": machine(),
-        "code": _code_state(),
+        "code": code_state(),
         "rates": args.rates,
         "seconds_per_rate": args.seconds,
         "retries": args.retries,

@@ -66,7 +66,7 @@ from trio_swim.wire import (
     WireStatus,
 )
 
-from _common import COMMAND_LIMIT, Namespace, log, machine
+from _common import COMMAND_LIMIT, Namespace, code_state, log, machine
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
@@ -81,22 +81,6 @@ MAX_MEMBERS = 100
 IP_UDP_ETH_HEADERS = 14 + 20 + 8
 """What the loopback counts per IPv4 datagram besides its payload."""
 BARE = "import sys, trio, msgspec; sys.stdin.read()"
-
-
-def code_state() -> dict[str, Any]:
-    """The commit measured, and whether the package had uncommitted changes."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "HEAD"],
-            capture_output=True, text=True, timeout=10, check=False,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "trio_swim"],
-            capture_output=True, text=True, timeout=10, check=False,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    return {"commit": commit, "trio_swim_uncommitted_changes": bool(dirty)}
 
 
 def finite(value: Any) -> Any:
