@@ -361,7 +361,8 @@ def test_command_line_mistakes_end_with_one_line(
         (["run", "--cluster", ""], "trio-swim run: error: --cluster='': must be 1..64 bytes"),
         (
             ["run", "--listen", "0.0.0.0:1"],
-            "trio-swim run: error: --listen='0.0.0.0': must be an address other members can reach",
+            "trio-swim run: error: --listen='0.0.0.0': a wildcard needs advertise_address "
+            "(SWIM_ADVERTISE_ADDRESS, --advertise): the address other members can reach",
         ),
     ],
 )

@@ -55,12 +55,20 @@ ENV_EXAMPLES: dict[str, tuple[str, Any]] = {
     "secret_keys": (f"{B64_16}, {B64_32.rstrip('=')}", [KEY_16, KEY_32]),
     "accept_plaintext": ("true", True),
     "send_plaintext": ("on", True),
+    "advertise_address": ("[::1]:7000", "[::1]:7000"),
+    "metadata": ("role=db \u00e9", "role=db \u00e9".encode()),
+    "max_metadata_bytes": ("100", 100),
+    "stream_timeout_millis": ("250", 250),
+    "max_stream_bytes": ("100000", 100_000),
+    "tcp_fallback_probe": ("off", False),
+    "http_address": ("127.0.0.1:8080", "127.0.0.1:8080"),
 }
 
 # Variables some examples need beside their own to be valid.
 ENV_NEEDS: dict[str, dict[str, str]] = {
     "accept_plaintext": {"SWIM_SECRET_KEYS": B64_16},
     "send_plaintext": {"SWIM_SECRET_KEYS": B64_16, "SWIM_ACCEPT_PLAINTEXT": "1"},
+    "advertise_address": {"SWIM_LISTEN_IP": "::"},
 }
 
 # The variables Smudge documents, under our prefix.
@@ -212,7 +220,8 @@ def test_a_short_heartbeat_alone_is_valid() -> None:
         ({"SWIM_LISTEN_IP": "localhost"}, "SWIM_LISTEN_IP='localhost': must be an IPv4 or IPv6"),
         (
             {"SWIM_LISTEN_IP": "0.0.0.0"},
-            "SWIM_LISTEN_IP='0.0.0.0': must be an address other members can reach",
+            "SWIM_LISTEN_IP='0.0.0.0': a wildcard needs advertise_address "
+            "(SWIM_ADVERTISE_ADDRESS, --advertise): the address other members can reach",
         ),
         (
             {"SWIM_MULTICAST_ADDRESS": "10.0.0.1"},

@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-from .addresses import AddressError, split_address
+from .addresses import AddressError, is_canonical_ip_address, split_address
 from .security import KEY_SIZES, MAX_KEYS, SEAL_OVERHEAD, decode_key
 
 ENV_PREFIX = "SWIM_"
@@ -30,15 +30,45 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     cluster_name: str = "trio-swim"
     """Members only talk to members of the same cluster name."""
     listen_ip: str = "127.0.0.1"
-    """IP address to bind; also the address other members use (it must be concrete)."""
+    """IP address to bind; also the address other members use, unless ``advertise_address``
+    is set (then it may be a wildcard, ``0.0.0.0`` or ``::``)."""
     listen_port: int = 9999
-    """UDP port to bind; 0 picks a free port (see ``Member.address``)."""
+    """UDP port to bind, and the TCP port of the stream listener (the same number);
+    0 picks a free port (see ``Member.address``)."""
+    advertise_address: str = ""
+    """The ``ip:port`` other members use to reach this one (empty: the bound address).
+
+    For a member that binds a wildcard in a container, or behind a port
+    mapping: set it to the routable address (a pod IP, a host's own address).
+    Datagrams a member sends must still come from this IP unless packets are
+    sealed (``secret_keys``): an unsealed datagram whose source differs from
+    the sender it claims is dropped as spoofed.
+    """
     heartbeat_millis: int = 250
     """The protocol period: one probe of one member per period."""
     initial_hosts: list[str] = []
     """Members to join on start, as ``host``, ``host:port`` or ``[v6]:port``."""
     max_broadcast_bytes: int = 256
     """Largest payload accepted by ``Member.broadcast``."""
+    metadata: bytes = b""
+    """What this member says about itself (role, version, API port ...), seen by every member.
+
+    Travels with the member's ALIVE record and in every state exchange;
+    ``Member.set_metadata`` changes it at run time. ``SWIM_METADATA`` takes
+    UTF-8 text.
+    """
+    max_metadata_bytes: int = 512
+    """Largest ``metadata`` (here and through ``Member.set_metadata``)."""
+    stream_timeout_millis: int = 5000
+    """Deadline of one TCP exchange (a reliable message, a state exchange), each way."""
+    max_stream_bytes: int = 1_048_576
+    """Largest frame sent or accepted over TCP (a reliable message, a state exchange)."""
+    tcp_fallback_probe: bool = True
+    """When a direct ping goes unanswered, also probe the member over TCP.
+
+    Alongside the indirect probes; an answer over TCP saves the probe (counted
+    as ``tcp_probes_saved``), which is the sign of a network that drops UDP.
+    """
     multicast_enabled: bool = False
     """Announce on start and find members of the same cluster by IP multicast.
 
@@ -119,6 +149,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
     The first step of turning encryption on (see ``accept_plaintext``, which
     it needs). Needs ``secret_keys``.
     """
+
+    http_address: str = ""
+    """``host:port`` of the status endpoint (``/members``, ``/metrics`` ...); empty: off."""
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -209,7 +242,10 @@ def _message(label: str, name: str, value: Any, why: str) -> str:
     """``label=value: why``, or ``label: why`` when ``name`` is a secret."""
     if name in _SECRET_FIELDS:
         return f"{label}: {why}"
-    return f"{label}={value!r}: {why}"
+    text = repr(value)
+    if len(text) > 72:
+        text = text[:60] + "..." + text[-8:]
+    return f"{label}={text}: {why}"
 
 
 class _Invalid(Exception):
@@ -247,6 +283,8 @@ def _parse_env_value(field_type: type, raw: str) -> Any:
             raise _Invalid("", "must be a number") from None
     if field_type is list:
         return [part.strip() for part in text.split(",") if part.strip()]
+    if field_type is bytes:
+        return raw.encode()
     return raw
 
 
@@ -329,7 +367,13 @@ _RANGES: dict[str, tuple[float, float]] = {
     "tombstone_seconds": (0, 86_400 * 7),
     "max_members": (2, 1_000_000),
     "event_buffer": (1, 1_000_000),
+    "max_metadata_bytes": (0, 60_000),
+    "stream_timeout_millis": (1, 3_600_000),
+    "max_stream_bytes": (65_536, 256 * 1_048_576),
 }
+# Room a member's record takes in a datagram besides its metadata (address,
+# source, incarnation, tags), with some to spare.
+RECORD_ROOM = 160
 
 
 def _validate(cfg: Config) -> None:
@@ -365,11 +409,21 @@ def _check_field(name: str, value: Any) -> None:
         raise _Invalid(name, "must be 1..64 bytes")
     if name == "listen_ip":
         try:
-            ip = ipaddress.ip_address(value)
+            ipaddress.ip_address(value)
         except ValueError:
             raise _Invalid(name, "must be an IPv4 or IPv6 address") from None
-        if ip.is_unspecified:
+    if name == "advertise_address" and value:
+        if not is_canonical_ip_address(value):
+            raise _Invalid(
+                name, "must be an IP address and port, as 10.0.0.7:9999 or [fd00::7]:9999"
+            )
+        if ipaddress.ip_address(split_address(value)[0]).is_unspecified:
             raise _Invalid(name, "must be an address other members can reach")
+    if name == "http_address" and value:
+        try:
+            split_address(value)
+        except AddressError as exc:
+            raise _Invalid(name, str(exc)) from None
     if name == "multicast_address" and value:
         try:
             group = ipaddress.ip_address(value)
@@ -390,6 +444,32 @@ def _check_consistency(settings: Mapping[str, Any]) -> None:
             "max_broadcast_bytes",
             f"must leave {header_room} bytes of max_packet_bytes "
             f"({settings['max_packet_bytes']}){sealed}",
+        )
+    if (
+        ipaddress.ip_address(settings["listen_ip"]).is_unspecified
+        and not settings["advertise_address"]
+    ):
+        raise _Invalid(
+            "listen_ip",
+            "a wildcard needs advertise_address (SWIM_ADVERTISE_ADDRESS, --advertise): "
+            "the address other members can reach",
+        )
+    if settings["advertise_address"]:
+        advertised_v6 = ":" in split_address(settings["advertise_address"])[0]
+        if advertised_v6 != (":" in settings["listen_ip"]):
+            families = ("IPv6", "IPv4") if advertised_v6 else ("IPv4", "IPv6")
+            raise _Invalid("advertise_address", "is {} but listen_ip is {}".format(*families))
+    if len(settings["metadata"]) > settings["max_metadata_bytes"]:
+        raise _Invalid(
+            "metadata",
+            f"is {len(settings['metadata'])} bytes: over max_metadata_bytes "
+            f"({settings['max_metadata_bytes']})",
+        )
+    if settings["max_metadata_bytes"] > settings["max_packet_bytes"] - header_room - RECORD_ROOM:
+        raise _Invalid(
+            "max_metadata_bytes",
+            f"must leave {header_room + RECORD_ROOM} bytes of max_packet_bytes "
+            f"({settings['max_packet_bytes']}): a member's record must fit in one datagram",
         )
     for name in ("accept_plaintext", "send_plaintext"):
         if settings[name] and not keyed:
