@@ -18,7 +18,15 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
-from trio_swim import BroadcastReceived, MemberRemoved, Node, Status, StatusChanged
+from trio_swim import (
+    BroadcastReceived,
+    MemberRemoved,
+    MessageReceived,
+    MetadataChanged,
+    Node,
+    Status,
+    StatusChanged,
+)
 from trio_swim.cli import LineSplitter, build_parser, event_json, main, run_config
 
 FAST = ["--heartbeat-ms", "100"]
@@ -443,6 +451,20 @@ def test_event_json_fields() -> None:
         "status": "suspect",
         "previous": "alive",
         "incarnation": 42,
+        "metadata": "",
+    }
+    described = Node("127.0.0.1:8", Status.ALIVE, 3, b"role=db")
+    assert json.loads(event_json(MetadataChanged(described, b"\xff"))) == {
+        "event": "metadata",
+        "node": "127.0.0.1:8",
+        "metadata": "role=db",
+        "previous_b64": "/w==",
+    }
+    assert json.loads(event_json(MessageReceived("127.0.0.1:8", b"hi", True))) == {
+        "event": "message",
+        "origin": "127.0.0.1:8",
+        "payload": "hi",
+        "reliable": True,
     }
     assert json.loads(event_json(BroadcastReceived("[::1]:7", b"\x00\xff"))) == {
         "event": "broadcast",

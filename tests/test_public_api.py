@@ -21,6 +21,8 @@ DOCUMENTED = {
     "Member",
     "MemberRemoved",
     "MemberStatistics",
+    "MessageReceived",
+    "MetadataChanged",
     "Node",
     "Status",
     "StatusChanged",

@@ -7,6 +7,8 @@ from .events import BroadcastReceived as BroadcastReceived
 from .events import Event as Event
 from .events import EventsMissed as EventsMissed
 from .events import MemberRemoved as MemberRemoved
+from .events import MessageReceived as MessageReceived
+from .events import MetadataChanged as MetadataChanged
 from .events import StatusChanged as StatusChanged
 from .member import BroadcastTooLarge as BroadcastTooLarge
 from .member import Member as Member
@@ -30,6 +32,8 @@ __all__ = [
     "Member",
     "MemberRemoved",
     "MemberStatistics",
+    "MessageReceived",
+    "MetadataChanged",
     "Node",
     "Status",
     "StatusChanged",

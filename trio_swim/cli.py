@@ -31,7 +31,14 @@ import trio
 from ._hub import EventStream
 from .addresses import AddressError, format_address, is_ip_literal, split_address
 from .config import Config, ConfigError
-from .events import BroadcastReceived, Event, MemberRemoved, StatusChanged
+from .events import (
+    BroadcastReceived,
+    Event,
+    MemberRemoved,
+    MessageReceived,
+    MetadataChanged,
+    StatusChanged,
+)
 from .member import Member, open_member, run_member, wall_clock_incarnation
 from .membership import Status
 from .security import MAX_KEYS, check_key, decode_key
@@ -494,10 +501,13 @@ async def _broadcast_stdin(member: Member) -> None:
 def event_json(event: Event) -> str:
     """One event as one line of JSON, as ``trio-swim run --json`` prints it.
 
-    ``{"event": "status", "node", "status", "previous", "incarnation"}``,
-    ``{"event": "broadcast", "origin", "payload"}`` (``payload_b64`` instead
-    when the payload is not UTF-8), ``{"event": "removed", "node", "status",
-    "incarnation"}`` and ``{"event": "missed", "count"}``.
+    ``{"event": "status", "node", "status", "previous", "incarnation",
+    "metadata"}``, ``{"event": "metadata", "node", "metadata", "previous"}``,
+    ``{"event": "broadcast", "origin", "payload"}``, ``{"event": "message",
+    "origin", "payload", "reliable"}``, ``{"event": "removed", "node",
+    "status", "incarnation"}`` and ``{"event": "missed", "count"}``. Bytes
+    that are not UTF-8 (a payload, metadata) go under the same key with
+    ``_b64`` appended, in base64.
     """
     record: dict[str, Any]
     if isinstance(event, StatusChanged):
@@ -508,12 +518,18 @@ def event_json(event: Event) -> str:
             "previous": None if event.previous is None else event.previous.value,
             "incarnation": event.node.incarnation,
         }
+        _put_bytes(record, "metadata", event.node.metadata)
+    elif isinstance(event, MetadataChanged):
+        record = {"event": "metadata", "node": event.node.address}
+        _put_bytes(record, "metadata", event.node.metadata)
+        _put_bytes(record, "previous", event.previous)
     elif isinstance(event, BroadcastReceived):
         record = {"event": "broadcast", "origin": event.origin}
-        try:
-            record["payload"] = event.payload.decode("utf-8")
-        except UnicodeDecodeError:
-            record["payload_b64"] = base64.b64encode(event.payload).decode("ascii")
+        _put_bytes(record, "payload", event.payload)
+    elif isinstance(event, MessageReceived):
+        record = {"event": "message", "origin": event.origin}
+        _put_bytes(record, "payload", event.payload)
+        record["reliable"] = event.reliable
     elif isinstance(event, MemberRemoved):
         record = {
             "event": "removed",
@@ -524,6 +540,22 @@ def event_json(event: Event) -> str:
     else:
         record = {"event": "missed", "count": event.count}
     return json.dumps(record)
+
+
+def _put_bytes(record: dict[str, Any], key: str, data: bytes) -> None:
+    """``record[key]`` = ``data`` as text, or ``record[key + "_b64"]`` if not UTF-8."""
+    try:
+        record[key] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        record[key + "_b64"] = base64.b64encode(data).decode("ascii")
+
+
+def _bytes_text(data: bytes) -> str:
+    """``data`` for a human: its text quoted, or its size and base64."""
+    try:
+        return repr(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        return f"{len(data)} bytes (base64 {base64.b64encode(data)!r})"
 
 
 def _human_renderer(encoding: str) -> Callable[[Event], str]:
@@ -547,12 +579,13 @@ def _describe(event: Event, arrow: str) -> str:
     if isinstance(event, StatusChanged):
         before = "new" if event.previous is None else event.previous.value
         return f"{event.node.address}  {before} {arrow} {event.status.value}"
+    if isinstance(event, MetadataChanged):
+        return f"{event.node.address}  metadata {_bytes_text(event.node.metadata)}"
     if isinstance(event, BroadcastReceived):
-        try:
-            text = repr(event.payload.decode("utf-8"))
-        except UnicodeDecodeError:
-            text = f"{len(event.payload)} bytes (base64 {base64.b64encode(event.payload)!r})"
-        return f"{event.origin}  broadcast {text}"
+        return f"{event.origin}  broadcast {_bytes_text(event.payload)}"
+    if isinstance(event, MessageReceived):
+        kind = "reliable message" if event.reliable else "message"
+        return f"{event.origin}  {kind} {_bytes_text(event.payload)}"
     if isinstance(event, MemberRemoved):
         return f"{event.node.address}  removed (was {event.node.status.value})"
     return f"({event.count} events missed: output too slow)"

@@ -23,6 +23,23 @@ class BroadcastReceived(msgspec.Struct, frozen=True):
     payload: bytes
 
 
+class MetadataChanged(msgspec.Struct, frozen=True):
+    """Another member announced new metadata (``node.metadata``; ``previous`` was the old)."""
+
+    node: Node
+    previous: bytes
+
+
+class MessageReceived(msgspec.Struct, frozen=True):
+    """A message another member sent to this one (``Member.send`` or ``send_reliable``)."""
+
+    origin: str
+    """The sender's address."""
+    payload: bytes
+    reliable: bool
+    """True if it came over TCP (``send_reliable``), False for one datagram (``send``)."""
+
+
 class MemberRemoved(msgspec.Struct, frozen=True):
     """A DEAD or LEFT member was forgotten (its retries ran out, or it left long ago)."""
 
@@ -35,8 +52,15 @@ class EventsMissed(msgspec.Struct, frozen=True):
     count: int
 
 
-MemberEvent = StatusChanged | BroadcastReceived | MemberRemoved
+MemberEvent = StatusChanged | MetadataChanged | BroadcastReceived | MessageReceived | MemberRemoved
 """What the protocol itself reports (every event but :class:`EventsMissed`)."""
 
-Event = StatusChanged | BroadcastReceived | MemberRemoved | EventsMissed
+Event = (
+    StatusChanged
+    | MetadataChanged
+    | BroadcastReceived
+    | MessageReceived
+    | MemberRemoved
+    | EventsMissed
+)
 """What a subscriber receives."""

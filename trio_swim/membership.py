@@ -45,6 +45,8 @@ class Node(msgspec.Struct, frozen=True):
     status: Status
     incarnation: int
     """Grows only; a member raises its own to refute suspicion."""
+    metadata: bytes = b""
+    """What the member says about itself (``Config.metadata``); empty if it says nothing."""
 
 
 def supersedes(status: Status, incarnation: int, old: Node) -> bool:
@@ -98,11 +100,14 @@ class MemberTable:
         *,
         max_members: int,
         rng: random.Random,
+        metadata: bytes = b"",
     ) -> None:
         self.self_address = self_address
         self.max_members = max_members
         self._rng = rng
-        self._nodes: dict[str, Node] = {self_address: Node(self_address, Status.ALIVE, incarnation)}
+        self._nodes: dict[str, Node] = {
+            self_address: Node(self_address, Status.ALIVE, incarnation, metadata)
+        }
         # Members other than self that are probed and gossiped to, kept in a
         # list with an index so that a random one costs O(1).
         self._live: list[str] = []
@@ -183,9 +188,18 @@ class MemberTable:
     # ---------------------------------------------------------------- updating
 
     def apply(
-        self, address: str, status: Status, incarnation: int, now: float
+        self,
+        address: str,
+        status: Status,
+        incarnation: int,
+        now: float,
+        metadata: bytes | None = None,
     ) -> Change | Refute | Refused:
-        """Merge one piece of news into the table."""
+        """Merge one piece of news into the table.
+
+        ``metadata`` None means the news does not carry it: the member keeps
+        what was known of it (nothing, for a newcomer).
+        """
         if address == self.self_address:
             return self._apply_to_self(status, incarnation)
         old = self._nodes.get(address)
@@ -200,13 +214,13 @@ class MemberTable:
                 evicted = self._nodes[next(iter(self._unverified))]
                 self._forget(evicted.address)
             self._tombstones.pop(address, None)
-            node = Node(address, status, incarnation)
+            node = Node(address, status, incarnation, metadata or b"")
             self._set(node)
             self._unverified[address] = None
             return Change(node, None, evicted)
         elif not supersedes(status, incarnation, old):
             return Refused.STALE
-        node = Node(address, status, incarnation)
+        node = Node(address, status, incarnation, old.metadata if metadata is None else metadata)
         self._set(node)
         return Change(node, old)
 
@@ -229,13 +243,21 @@ class MemberTable:
         )
         if not contradicts:
             return Refused.STALE
-        node = Node(self.self_address, Status.ALIVE, incarnation + 1)
+        node = Node(self.self_address, Status.ALIVE, incarnation + 1, me.metadata)
         self._nodes[self.self_address] = node
         return Refute(node)
 
+    def set_own_metadata(self, metadata: bytes) -> Node:
+        """Give this member new metadata, at a new incarnation; return the record."""
+        me = self.me
+        node = Node(self.self_address, me.status, me.incarnation + 1, metadata)
+        self._nodes[self.self_address] = node
+        return node
+
     def leave(self) -> Node:
         """Mark this member LEFT (at its current incarnation) and return the record."""
-        node = Node(self.self_address, Status.LEFT, self.me.incarnation)
+        me = self.me
+        node = Node(self.self_address, Status.LEFT, me.incarnation, me.metadata)
         self._nodes[self.self_address] = node
         return node
 

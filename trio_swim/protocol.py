@@ -165,6 +165,11 @@ def _mentions(packet: Packet, address: str) -> bool:
     return False
 
 
+def _holds(node: Node | None, status: Status, incarnation: int) -> bool:
+    """True if ``node`` is a record at exactly this status and incarnation."""
+    return node is not None and node.status is status and node.incarnation == incarnation
+
+
 def _assert_never(value: NoReturn) -> NoReturn:
     raise AssertionError(f"unhandled: {value!r}")
 
@@ -216,6 +221,28 @@ class MemberStatistics(msgspec.Struct, frozen=True):
     """Acks and nacks from a member that was not asked (forged or stray)."""
     evicted_unverified: int
     """Members never heard from directly, forgotten to make room in a full table."""
+    probes_sent: int
+    """Protocol periods that pinged a member (one probe each)."""
+    probes_failed: int
+    """Probes with no ack by the end of their period (the target was then suspected)."""
+    suspicions_raised: int
+    """Members this member declared SUSPECT after a failed probe."""
+    refutations: int
+    """Times this member raised its incarnation to refute news of its own failure."""
+    tcp_probes_sent: int
+    """Fallback probes over TCP, sent when a direct ping went unanswered."""
+    tcp_probes_saved: int
+    """Probes answered over TCP only: UDP is being lost on the way."""
+    stream_exchanges: int
+    """TCP exchanges this member started that completed (state, probes, messages)."""
+    stream_failures: int
+    """TCP exchanges this member started that failed (refused, timed out, bad answer)."""
+    streams_accepted: int
+    """TCP connections the listener took (filled in by the runner)."""
+    streams_refused: int
+    """TCP connections closed at once: too many open (filled in by the runner)."""
+    streams_dropped: int
+    """TCP connections cut: an oversized or malformed frame, or too slow (runner)."""
     local_health: int
     """Lifeguard's local health score now (0 = healthy)."""
     probe_timeout: float
@@ -236,6 +263,14 @@ class _Counters:
     refused_rumours: int = 0
     ignored_acks: int = 0
     evicted_unverified: int = 0
+    probes_sent: int = 0
+    probes_failed: int = 0
+    suspicions_raised: int = 0
+    refutations: int = 0
+    tcp_probes_sent: int = 0
+    tcp_probes_saved: int = 0
+    stream_exchanges: int = 0
+    stream_failures: int = 0
 
 
 class _Probe:
@@ -460,6 +495,17 @@ class Swim:
             refused_rumours=c.refused_rumours,
             ignored_acks=c.ignored_acks,
             evicted_unverified=c.evicted_unverified,
+            probes_sent=c.probes_sent,
+            probes_failed=c.probes_failed,
+            suspicions_raised=c.suspicions_raised,
+            refutations=c.refutations,
+            tcp_probes_sent=c.tcp_probes_sent,
+            tcp_probes_saved=c.tcp_probes_saved,
+            stream_exchanges=c.stream_exchanges,
+            stream_failures=c.stream_failures,
+            streams_accepted=0,
+            streams_refused=0,
+            streams_dropped=0,
             local_health=self._health.score,
             probe_timeout=self._probe_timeout(),
         )
@@ -927,9 +973,7 @@ class Swim:
             self._counts.refused_rumours += not self._sender_known
             return
         self._apply(update.address, Status.SUSPECT, update.incarnation, sender, now, sender)
-        if self._table.get(update.address) == Node(
-            update.address, Status.SUSPECT, update.incarnation
-        ):
+        if _holds(self._table.get(update.address), Status.SUSPECT, update.incarnation):
             # Tell the member itself: if it is alive it refutes to us at once,
             # rather than when our probe round reaches it.
             suspicion = Update(update.address, WireStatus.SUSPECT, update.incarnation, sender)
@@ -1014,6 +1058,7 @@ class Swim:
             elif status is Status.SUSPECT:
                 self._confirm_suspicion(address, incarnation, source)
         elif isinstance(result, Refute):
+            self._counts.refutations += 1
             self._adjust_health(1)
             self._refute(result.node, None if sender is None else self._reply_to, source)
         else:
@@ -1140,7 +1185,7 @@ class Swim:
             case RetryDead(address=address, attempt=attempt, schedule=schedule):
                 self._retry_dead(address, attempt, schedule, now)
             case RemoveLeft(address=address, incarnation=incarnation):
-                if self._table.get(address) == Node(address, Status.LEFT, incarnation):
+                if _holds(self._table.get(address), Status.LEFT, incarnation):
                     self._remove(address, now)
             case RelayNack(seq=seq):
                 # No ack yet: nack now, but keep relaying a late ack for a period.
@@ -1265,6 +1310,7 @@ class Swim:
         incarnation = 0 if node is None else node.incarnation
         self._probe = probe = _Probe(seq, target, incarnation, now)
         self._pending[seq] = probe
+        self._counts.probes_sent += 1
         self._send(target, [Ping(seq)])
         self._timers.push(now + self._probe_timeout(), ProbeTimeout(seq))
 
@@ -1298,10 +1344,13 @@ class Swim:
                     rechecked.deadline, SuspicionDue(probe.target, rechecked.incarnation)
                 )
             return
+        self._counts.probes_failed += 1
         node = self._table.get(probe.target)
         if rechecked is not None:
             self._declare(probe.target, Status.DEAD, rechecked.incarnation, now)
         elif node is not None and node.status in (Status.ALIVE, Status.SUSPECT):
+            if node.status is Status.ALIVE:
+                self._counts.suspicions_raised += 1
             # Already SUSPECT: this failure is an independent confirmation. At
             # the incarnation pinged: a refutation heard since is newer news.
             self._declare(probe.target, Status.SUSPECT, probe.incarnation, now)
