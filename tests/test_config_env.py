@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import logging
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ import msgspec
 import pytest
 
 from trio_swim import Config, ConfigError
+from trio_swim.config import unknown_env_variables
 
 KEY_16 = bytes(range(16))
 KEY_32 = bytes(range(100, 132))
@@ -158,8 +160,96 @@ def test_a_keyword_argument_hides_a_bad_variable() -> None:
     assert cfg.listen_port == 5
 
 
-def test_unrelated_variables_are_ignored() -> None:
-    assert Config.from_env({"SWIM_NOT_A_SETTING": "1", "LISTEN_PORT": "1"}) == Config()
+def test_unrelated_variables_are_ignored(caplog: pytest.LogCaptureFixture) -> None:
+    assert Config.from_env({"PATH": "/bin", "LISTEN_PORT": "1", "SWIMMER": "x"}) == Config()
+    assert caplog.records == []
+
+
+# ------------------------------------------------ unknown SWIM_* variables
+
+
+def test_an_unknown_variable_is_a_warning_naming_the_closest_setting(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="trio_swim.config")
+    cfg = Config.from_env({"SWIM_HEARBEAT_MILLIS": "100", "SWIM_LISTEN_PORT": "5"})
+    assert cfg == Config(listen_port=5), "the misspelt setting is not applied"
+    assert [(r.name, r.levelno, r.getMessage()) for r in caplog.records] == [
+        (
+            "trio_swim.config",
+            logging.WARNING,
+            "SWIM_HEARBEAT_MILLIS: unknown, did you mean SWIM_HEARTBEAT_MILLIS?",
+        )
+    ]
+
+
+def test_the_process_environment_is_checked_too(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("SWIM_INITIAL_HOST", "127.0.0.1:1")
+    Config.from_env()
+    assert "SWIM_INITIAL_HOST: unknown, did you mean SWIM_INITIAL_HOSTS?" in caplog.messages
+
+
+def test_an_unknown_variable_is_an_error_when_strict() -> None:
+    env = {"SWIM_SECRET_KEY": "x", "SWIM_LISTEN_PORT": "5"}
+    with pytest.raises(
+        ConfigError, match=r"^SWIM_SECRET_KEY: unknown, did you mean SWIM_SECRET_KEYS\?$"
+    ):
+        Config.from_env(env, strict=True)
+    with pytest.raises(ConfigError, match=r"^SWIM_A: unknown .*\(and 1 more\)$"):
+        Config.from_env({"SWIM_A": "1", "SWIM_B": "2"}, strict=True)
+    assert Config.from_env({"SWIM_LISTEN_PORT": "5"}, strict=True).listen_port == 5
+
+
+def test_strict_does_not_warn(caplog: pytest.LogCaptureFixture) -> None:
+    with pytest.raises(ConfigError):
+        Config.from_env({"SWIM_LISTEN_PROT": "1"}, strict=True)
+    assert caplog.records == []
+
+
+@pytest.mark.parametrize(
+    ("variable", "complaint"),
+    [
+        (
+            "SWIM_HEARBEAT_MILLIS",
+            "SWIM_HEARBEAT_MILLIS: unknown, did you mean SWIM_HEARTBEAT_MILLIS?",
+        ),
+        ("SWIM_LISTEN_PROT", "SWIM_LISTEN_PROT: unknown, did you mean SWIM_LISTEN_PORT?"),
+        ("swim_listen_port", "swim_listen_port: unknown, did you mean SWIM_LISTEN_PORT?"),
+        ("Swim_Lifeguard", "Swim_Lifeguard: unknown, did you mean SWIM_LIFEGUARD?"),
+        ("SWIM_ADVERTISE", "SWIM_ADVERTISE: unknown, did you mean SWIM_ADVERTISE_ADDRESS?"),
+        ("SWIM_FOO", "SWIM_FOO: unknown (no setting has a similar name)"),
+        ("SWIM_", "SWIM_: unknown (no setting has a similar name)"),
+        ("SWIM_\x1b[2J", "SWIM_\\x1b[2J: unknown (no setting has a similar name)"),
+    ],
+)
+def test_unknown_variable_complaints(variable: str, complaint: str) -> None:
+    assert unknown_env_variables({variable: "1", "SWIM_LISTEN_PORT": "1"}) == [complaint]
+
+
+def test_no_complaint_for_known_variables() -> None:
+    env = {variable(field): raw for field, (raw, _) in ENV_EXAMPLES.items()}
+    assert unknown_env_variables(env) == []
+    assert unknown_env_variables({}) == []
+
+
+def test_complaints_are_sorted_by_variable() -> None:
+    complaints = unknown_env_variables({"SWIM_ZZZ": "", "SWIM_AAA": "", "SWIM_MMM": ""})
+    assert [c.split(":")[0] for c in complaints] == ["SWIM_AAA", "SWIM_MMM", "SWIM_ZZZ"]
+
+
+# ------------------------------------------------ bytes that are not UTF-8
+
+
+def test_metadata_keeps_bytes_that_are_not_utf8() -> None:
+    # os.environ hands b"role=\xff" over as "role=\udcff" (surrogateescape).
+    assert Config.from_env({"SWIM_METADATA": "role=\udcff"}).metadata == b"role=\xff"
+
+
+def test_a_text_setting_that_is_not_utf8_is_an_error() -> None:
+    with pytest.raises(ConfigError, match=r"^SWIM_CLUSTER_NAME='a\\udcffb': must be UTF-8 text$"):
+        Config.from_env({"SWIM_CLUSTER_NAME": "a\udcffb"})
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import logging
 import math
 import os
 from collections.abc import Mapping
@@ -14,6 +16,8 @@ from .addresses import AddressError, is_canonical_ip_address, split_address
 from .security import KEY_SIZES, MAX_KEYS, SEAL_OVERHEAD, decode_key
 
 ENV_PREFIX = "SWIM_"
+
+_logger = logging.getLogger(__name__)
 
 
 class ConfigError(ValueError):
@@ -157,7 +161,9 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         _validate(self)
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
+    def from_env(
+        cls, environ: Mapping[str, str] | None = None, *, strict: bool = False, **overrides: Any
+    ) -> Config:
         """Build a Config from ``SWIM_<FIELD>`` variables; keyword arguments win.
 
         Every field can be set (``SWIM_LISTEN_PORT``, ``SWIM_HEARTBEAT_MILLIS``
@@ -171,8 +177,20 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         When the heartbeat is set here but the probe timeouts are not, the
         timeouts shrink with it (to at most half a period), so that a short
         heartbeat alone is a valid setting.
+
+        A ``SWIM_*`` variable that names no setting (a typo such as
+        ``SWIM_HEARBEAT_MILLIS``) is logged as a warning on the
+        ``trio_swim.config`` logger, with the closest known name (see
+        :func:`unknown_env_variables`); with ``strict=True`` it raises
+        :class:`ConfigError` instead.
         """
         env = os.environ if environ is None else environ
+        complaints = unknown_env_variables(env)
+        if complaints and strict:
+            more = f" (and {len(complaints) - 1} more)" if len(complaints) > 1 else ""
+            raise ConfigError(complaints[0] + more)
+        for complaint in complaints:
+            _logger.warning("%s", complaint)
         unknown = sorted(set(overrides) - set(_FIELD_TYPES))
         if unknown:
             raise ConfigError(f"{unknown[0]}: no such setting")
@@ -192,6 +210,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
             try:
                 if name == "secret_keys":
                     settings[name] = _parse_secret_keys(raw)
+                elif field_type is bytes:
+                    # The bytes the variable held: os.environ decodes them with
+                    # surrogateescape, which this undoes for bytes not UTF-8.
+                    settings[name] = raw.encode("utf-8", "surrogateescape")
+                elif not _is_text(raw):
+                    raise _Invalid(name, "must be UTF-8 text")
                 else:
                     settings[name] = _parse_env_value(field_type, raw)
                 _check_field(name, settings[name])
@@ -232,6 +256,58 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
 def env_variable(name: str) -> str:
     """The environment variable of a Config field: ``listen_port`` -> ``SWIM_LISTEN_PORT``."""
     return ENV_PREFIX + name.upper()
+
+
+def unknown_env_variables(environ: Mapping[str, str] | None = None) -> list[str]:
+    """One complaint per ``SWIM_*`` variable of ``environ`` that names no setting.
+
+    ``environ`` defaults to ``os.environ``. The prefix is matched in any case
+    (``Swim_listen_port`` is a mistake too, since only upper case is read).
+    Each complaint names the variable and, when one is close enough, the
+    setting it probably meant: ``SWIM_HEARBEAT_MILLIS: unknown, did you mean
+    SWIM_HEARTBEAT_MILLIS?``. Sorted by variable name; empty when all is well.
+    """
+    env = os.environ if environ is None else environ
+    known = [env_variable(name) for name in _FIELD_TYPES]
+    known_set = set(known)
+    complaints = []
+    for variable in sorted(env):
+        if variable[: len(ENV_PREFIX)].upper() != ENV_PREFIX or variable in known_set:
+            continue
+        shown = _printable(variable)
+        guess = _closest_variable(variable, known)
+        if guess is None:
+            complaints.append(f"{shown}: unknown (no setting has a similar name)")
+        else:
+            complaints.append(f"{shown}: unknown, did you mean {guess}?")
+    return complaints
+
+
+def _closest_variable(variable: str, known: list[str]) -> str | None:
+    upper = variable.upper()
+    if upper in known:
+        return upper
+    # Compared without the prefix every name shares, which would make any two
+    # names look alike.
+    prefix = len(ENV_PREFIX)
+    matches = difflib.get_close_matches(upper[prefix:], [name[prefix:] for name in known], n=1)
+    return ENV_PREFIX + matches[0] if matches else None
+
+
+def _is_text(value: str) -> bool:
+    """False for a string holding bytes that were not UTF-8 (as surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _printable(text: str) -> str:
+    """``text`` with anything a terminal would act on (controls, escapes) escaped."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 # Settings whose values never appear in an error message.
