@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -18,8 +20,10 @@ import trio
 from hypothesis import given
 from hypothesis import strategies as st
 
+import trio_swim
 from trio_swim import (
     BroadcastReceived,
+    EventsMissed,
     MemberRemoved,
     MessageReceived,
     MetadataChanged,
@@ -27,13 +31,14 @@ from trio_swim import (
     Status,
     StatusChanged,
 )
-from trio_swim.cli import LineSplitter, build_parser, event_json, main, run_config
+from trio_swim.cli import LineSplitter, build_parser, event_json, main, rfc3339, run_config
 
 FAST = ["--heartbeat-ms", "100"]
 # Bounds for things that take a few protocol periods; generous for busy machines.
 STARTUP_SECONDS = 15
 CONVERGE_SECONDS = 15
 DETECT_SECONDS = 20
+RFC3339_MS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 
 
 def child_environment(**extra: str) -> dict[str, str]:
@@ -179,7 +184,7 @@ async def test_members_join_see_each_other_and_broadcast_stdin_lines() -> None:
         await a.send_line("hello, cluster ✓\n".encode() + b"\xff\xfe\n")
         for other in (b, c):
             text = await other.wait_for_event(CONVERGE_SECONDS, event="broadcast", origin=a.address)
-            assert text == {
+            assert {k: v for k, v in text.items() if k not in ("time", "member")} == {
                 "event": "broadcast",
                 "origin": a.address,
                 "payload": "hello, cluster ✓",
@@ -192,6 +197,10 @@ async def test_members_join_see_each_other_and_broadcast_stdin_lines() -> None:
         assert all(e["event"] == "status" for e in a.events())
         for member in (a, b, c):
             assert not any("Traceback" in line for line in member.stderr)
+            for event in member.events():
+                assert event["member"] == member.address
+                assert re.fullmatch(RFC3339_MS, event["time"])
+                assert list(event)[:3] == ["time", "member", "event"]
 
 
 async def test_sigkill_is_reported_dead_and_sigterm_left() -> None:
@@ -218,6 +227,11 @@ async def test_sigkill_is_reported_dead_and_sigterm_left() -> None:
         assert left["previous"] == "alive"
         assert any("received SIGTERM" in line for line in b.stderr)
         assert b.stderr[-1].endswith(" left")
+        for line in b.stderr:
+            assert re.fullmatch(rf"{RFC3339_MS} (DEBUG|INFO|WARNING|ERROR) \S.*", line), line
+        assert re.fullmatch(
+            rf"{RFC3339_MS} INFO listening on {re.escape(b.address)} .*", b.stderr[0]
+        )
 
         assert await stop(a, signal.SIGINT) == 0
         assert not any("Traceback" in line for line in a.stderr + b.stderr)
@@ -284,7 +298,8 @@ async def test_address_in_use_is_one_line_and_status_2() -> None:
         status, out, err = await run_to_completion(["run", "--listen", f"127.0.0.1:{port}"])
     assert status == 2
     assert out == ""
-    assert err == f"trio-swim run: error: address 127.0.0.1:{port} is already in use\n"
+    assert err.startswith(f"trio-swim run: error: address 127.0.0.1:{port} is already in use")
+    assert err.count("\n") == 1
 
 
 async def test_bad_environment_is_one_line_and_status_2() -> None:
@@ -315,6 +330,12 @@ async def test_demo_runs_detects_the_kill_and_exits_by_itself() -> None:
         assert re.search(rf"{survivor} received 'hello from m1'", out) or survivor == "m1"
     assert f"{victim.group(1)} is DEAD at every other member" in out
     assert "the broadcast reached" in out
+    # The last started is the one killed; the two others leave gracefully,
+    # the last started first, and the one staying sees it LEFT.
+    assert victim.group(1) == "m3"
+    assert re.search(r"m2 left: m1 sees it LEFT \(\+\d+\.\d\d s\)", out)
+    assert re.search(r"\nm1 :\d+ +self +left +dead\nm2 :\d+ +\(left the cluster\)\n", out)
+    assert "m1 leaves last" in out
     assert err == ""
 
 
@@ -345,6 +366,80 @@ async def test_demo_runs_detects_the_kill_and_exits_by_itself() -> None:
         ),
         (["demo", "--size", "2"], "trio-swim demo: error: argument --size: 2: must be 3..16"),
         (["run", "--colour"], "trio-swim: error: unrecognized arguments: --colour"),
+        (
+            ["run", "--listen", "::1:9107"],
+            "trio-swim run: error: argument --listen: '::1:9107': "
+            "an IPv6 address goes in brackets: [::1]:9107 (port 9107) or [::1:9107]:PORT",
+        ),
+        (
+            ["run", "--listen", "::1"],
+            "trio-swim run: error: argument --listen: '::1': "
+            "an IPv6 address goes in brackets: [::1]:PORT",
+        ),
+        (
+            ["run", "--join", "1.2.3.4.5:9100"],
+            "trio-swim run: error: argument --join: '1.2.3.4.5:9100': "
+            "'1.2.3.4.5' is neither an IP address nor a host name",
+        ),
+        (
+            ["run", "--join", "256.0.0.1:9100"],
+            "trio-swim run: error: argument --join: '256.0.0.1:9100': "
+            "'256.0.0.1' is neither an IP address nor a host name",
+        ),
+        (
+            ["run", "--join", "db-.example:9100"],
+            "trio-swim run: error: argument --join: 'db-.example:9100': "
+            "'db-.example' is neither an IP address nor a host name",
+        ),
+        (
+            ["run", "--join", "db..example:9100"],
+            "trio-swim run: error: argument --join: 'db..example:9100': "
+            "'db..example' is neither an IP address nor a host name",
+        ),
+        (
+            ["run", "--join", "fe80::1:9100"],
+            "trio-swim run: error: argument --join: 'fe80::1:9100': "
+            "an IPv6 address goes in brackets: [fe80::1]:9100 (port 9100) or [fe80::1:9100]:PORT",
+        ),
+        (
+            ["run", "--join", "1:2:x"],
+            "trio-swim run: error: argument --join: '1:2:x': not an address",
+        ),
+        (
+            ["run", "--advertise", "10.0.0.7"],
+            "trio-swim run: error: argument --advertise: '10.0.0.7': "
+            "give the port too, as 10.0.0.7:9999",
+        ),
+        (
+            ["run", "--advertise", "db.example:9000"],
+            "trio-swim run: error: argument --advertise: 'db.example:9000': "
+            "the host must be an IP address",
+        ),
+        (
+            ["run", "--advertise", "10.0.0.7:0"],
+            "trio-swim run: error: argument --advertise: '10.0.0.7:0': port 0 cannot be reached",
+        ),
+        (
+            ["run", "--http", "[::1]"],
+            "trio-swim run: error: argument --http: '[::1]': give the port too, as [::1]:9999",
+        ),
+        (
+            ["run", "--log-level", "loud"],
+            "trio-swim run: error: argument --log-level: 'loud': "
+            "must be one of debug, info, warning, error",
+        ),
+        (
+            ["run", "-v", "--log-level", "info"],
+            "trio-swim run: error: argument --log-level: not allowed with argument -v/--verbose",
+        ),
+        (
+            ["members", "--http", "127.0.0.1:0"],
+            "trio-swim members: error: argument --http: '127.0.0.1:0': port 0 cannot be reached",
+        ),
+        (
+            ["stats", "--timeout", "0"],
+            "trio-swim stats: error: argument --timeout: '0': must be more than 0, at most 3600",
+        ),
     ],
 )
 def test_command_line_mistakes_end_with_one_line(
@@ -383,15 +478,32 @@ def test_bad_flag_values_are_named_by_their_flag(
     assert captured.err == error + "\n"
 
 
-@pytest.mark.parametrize("argv", [["--help"], ["run", "--help"], ["demo", "--help"]])
-def test_every_command_has_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--help"], "members"),
+        (["run", "--help"], "--strict-env"),
+        (["members", "--help"], "--http"),
+        (["stats", "--help"], "--timeout"),
+        (["demo", "--help"], "--size"),
+    ],
+)
+def test_every_command_has_help(
+    argv: list[str], expected: str, capsys: pytest.CaptureFixture[str]
+) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(argv)
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert out.startswith("usage: trio-swim")
-    expected = {"--help": "run", "run": "--heartbeat-ms", "demo": "--size"}[argv[0]]
     assert expected in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out == f"trio-swim {trio_swim.__version__}\n"
 
 
 def test_run_flags_win_over_environment() -> None:
@@ -443,9 +555,123 @@ def test_run_flags_win_over_environment() -> None:
     assert run_config(parser.parse_args(["run"]), {}).multicast_enabled is False
 
 
+def test_new_run_flags_reach_the_config_and_win_over_the_environment() -> None:
+    env = {
+        "SWIM_METADATA": "role=env",
+        "SWIM_ADVERTISE_ADDRESS": "10.9.9.9:1",
+        "SWIM_HTTP_ADDRESS": "127.0.0.1:1",
+    }
+    parser = build_parser()
+    flagged = run_config(
+        parser.parse_args(
+            [
+                "run",
+                "--listen",
+                "0.0.0.0:9000",
+                "--advertise",
+                "10.0.0.7:9000",
+                "--metadata",
+                "role=db ✓",
+                "--http",
+                "localhost:8080",
+            ]
+        ),
+        env,
+    )
+    assert (flagged.listen_ip, flagged.listen_port) == ("0.0.0.0", 9000)
+    assert flagged.advertise_address == "10.0.0.7:9000"
+    assert flagged.metadata == "role=db ✓".encode()
+    assert flagged.http_address == "localhost:8080"
+
+    from_env = run_config(parser.parse_args(["run", "--listen", "0.0.0.0:9000"]), env)
+    assert from_env.metadata == b"role=env"
+    assert from_env.advertise_address == "10.9.9.9:1"
+    assert from_env.http_address == "127.0.0.1:1"
+
+    v6 = run_config(
+        parser.parse_args(["run", "--listen", "[::]:0", "--advertise", "[fd00:0::7]:9000"]), {}
+    )
+    assert v6.advertise_address == "[fd00::7]:9000", "written in canonical form"
+    assert v6.listen_ip == "::"
+
+
+def test_metadata_flag_keeps_the_bytes_of_the_command_line() -> None:
+    # How Python hands over an argument that is not UTF-8 (b"a\xffb").
+    args = build_parser().parse_args(["run", "--metadata", "a\udcffb"])
+    assert run_config(args, {}).metadata == b"a\xffb"
+
+
+def test_listen_without_a_port_keeps_the_configured_port() -> None:
+    parser = build_parser()
+    assert run_config(parser.parse_args(["run", "--listen", "127.0.0.2"]), {}).listen_port == 9999
+    env = {"SWIM_LISTEN_PORT": "4000", "SWIM_LISTEN_IP": "::1"}
+    cfg = run_config(parser.parse_args(["run", "--listen", "127.0.0.2"]), env)
+    assert (cfg.listen_ip, cfg.listen_port) == ("127.0.0.2", 4000)
+    bracketed = run_config(parser.parse_args(["run", "--listen", "[::1]"]), env)
+    assert (bracketed.listen_ip, bracketed.listen_port) == ("::1", 4000)
+
+
+@pytest.mark.parametrize(
+    ("text", "joined"),
+    [
+        ("localhost", "localhost:9999"),
+        ("db-1.example.org.:7946", "db-1.example.org.:7946"),
+        ("my_service:1", "my_service:1"),
+        ("bücher.example:1", "bücher.example:1"),
+        ("[::1]:5", "[::1]:5"),
+        ("[0::1]", "[::1]:9999"),
+        ("10.0.0.1", "10.0.0.1:9999"),
+    ],
+)
+def test_join_accepts_addresses_and_host_names(text: str, joined: str) -> None:
+    args = build_parser().parse_args(["run", "--join", text])
+    assert args.join == [joined]
+
+
+def test_log_level_flags() -> None:
+    parser = build_parser()
+    assert parser.parse_args(["run"]).log_level is None, "INFO, unless told otherwise"
+    assert parser.parse_args(["run", "-v"]).log_level == logging.DEBUG
+    assert parser.parse_args(["run", "--log-level", "WARNING"]).log_level == logging.WARNING
+
+
+def test_unknown_variable_is_a_warning_line_and_an_error_when_strict(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    package = logging.getLogger("trio_swim")
+    handlers, level = list(package.handlers), package.level
+    for name in [n for n in os.environ if n.startswith("SWIM_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("SWIM_HEARBEAT_MILLIS", "100")
+    # A bad port stops the command before it binds anything.
+    monkeypatch.setenv("SWIM_LISTEN_PORT", "70000")
+    typo = "SWIM_HEARBEAT_MILLIS: unknown, did you mean SWIM_HEARTBEAT_MILLIS?"
+
+    assert main(["run"]) == 2
+    warning, error = capsys.readouterr().err.splitlines()
+    assert re.fullmatch(rf"{RFC3339_MS} WARNING {re.escape(typo)}", warning)
+    assert error == "trio-swim run: error: SWIM_LISTEN_PORT='70000': must be 0..65535"
+
+    assert main(["run", "--log-level", "error"]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        "trio-swim run: error: SWIM_LISTEN_PORT='70000': must be 0..65535"
+    ]
+
+    assert main(["run", "--strict-env"]) == 2
+    assert capsys.readouterr().err == f"trio-swim run: error: {typo}\n"
+    assert (package.handlers, package.level) == (handlers, level), "logging left as it was"
+
+
 def test_event_json_fields() -> None:
+    def record(event: Any) -> dict[str, Any]:
+        decoded = json.loads(event_json(event, member="127.0.0.1:1", timestamp=1_800_000_000.5))
+        assert decoded.pop("time") == "2027-01-15T08:00:00.500Z"
+        assert decoded.pop("member") == "127.0.0.1:1"
+        result: dict[str, Any] = decoded
+        return result
+
     node = Node("127.0.0.1:7", Status.SUSPECT, 42)
-    assert json.loads(event_json(StatusChanged(node, Status.SUSPECT, Status.ALIVE))) == {
+    assert record(StatusChanged(node, Status.SUSPECT, Status.ALIVE)) == {
         "event": "status",
         "node": "127.0.0.1:7",
         "status": "suspect",
@@ -454,31 +680,52 @@ def test_event_json_fields() -> None:
         "metadata": "",
     }
     described = Node("127.0.0.1:8", Status.ALIVE, 3, b"role=db")
-    assert json.loads(event_json(MetadataChanged(described, b"\xff"))) == {
+    assert record(MetadataChanged(described, b"\xff")) == {
         "event": "metadata",
         "node": "127.0.0.1:8",
         "metadata": "role=db",
         "previous_b64": "/w==",
     }
-    assert json.loads(event_json(MessageReceived("127.0.0.1:8", b"hi", True))) == {
+    assert record(MessageReceived("127.0.0.1:8", b"hi", True)) == {
         "event": "message",
         "origin": "127.0.0.1:8",
         "payload": "hi",
         "reliable": True,
     }
-    assert json.loads(event_json(BroadcastReceived("[::1]:7", b"\x00\xff"))) == {
+    assert record(BroadcastReceived("[::1]:7", b"\x00\xff")) == {
         "event": "broadcast",
         "origin": "[::1]:7",
         "payload_b64": "AP8=",
     }
     gone = Node("127.0.0.1:7", Status.DEAD, 42)
-    assert json.loads(event_json(MemberRemoved(gone))) == {
+    assert record(MemberRemoved(gone)) == {
         "event": "removed",
         "node": "127.0.0.1:7",
         "status": "dead",
         "incarnation": 42,
     }
-    assert "\n" not in event_json(BroadcastReceived("127.0.0.1:7", b"two\nlines"))
+    assert record(EventsMissed(3)) == {"event": "missed", "count": 3}
+    assert "\n" not in event_json(BroadcastReceived("127.0.0.1:7", b"two\nlines"), member="x:1")
+
+
+def test_event_json_time_defaults_to_now() -> None:
+    before = time.time()
+    stamped = json.loads(event_json(EventsMissed(1), member="[::1]:9"))["time"]
+    after = time.time()
+    assert rfc3339(before)[:19] <= stamped[:19] <= rfc3339(after)[:19]
+    assert re.fullmatch(RFC3339_MS, stamped)
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "text"),
+    [
+        (0.0, "1970-01-01T00:00:00.000Z"),
+        (1_796_162_701.1239, "2026-12-01T22:05:01.123Z"),
+        (1_796_162_701.9999, "2026-12-01T22:05:01.999Z"),
+    ],
+)
+def test_rfc3339_is_utc_with_milliseconds(timestamp: float, text: str) -> None:
+    assert rfc3339(timestamp) == text
 
 
 @given(
