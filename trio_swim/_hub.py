@@ -6,6 +6,7 @@ import weakref
 from collections import deque
 from types import TracebackType
 
+import msgspec
 import trio
 
 from .events import Event, EventsMissed
@@ -34,11 +35,13 @@ class EventStream:
         if self._missed:
             if room < 2:
                 self._missed += 1
+                self._hub._events_dropped += 1
                 return
             self._buffer.append(EventsMissed(self._missed))
             self._missed = 0
         elif room < 1:
             self._missed += 1
+            self._hub._events_dropped += 1
             return
         self._buffer.append(event)
         self._waiters.unpark_all()
@@ -46,6 +49,11 @@ class EventStream:
     def _close(self) -> None:
         self._closed = True
         self._waiters.unpark_all()
+
+    def _lagging(self) -> bool:
+        """True while this subscriber is behind: its buffer is full, or events
+        were dropped that it has not yet been told about."""
+        return self._missed > 0 or len(self._buffer) >= self._limit
 
     def __aiter__(self) -> EventStream:
         return self
@@ -83,6 +91,17 @@ class EventStream:
         await self.aclose()
 
 
+class HubStatistics(msgspec.Struct, frozen=True):
+    """How the subscribers of one member keep up (see ``EventHub.statistics()``)."""
+
+    subscribers: int
+    """Streams subscribed now."""
+    lagging: int
+    """Subscribers behind now: a full buffer, or dropped events not yet reported."""
+    events_dropped: int
+    """Events dropped for a full subscriber since the member started (all subscribers)."""
+
+
 class EventHub:
     """Fans events out to subscribers without ever blocking the publisher.
 
@@ -92,6 +111,7 @@ class EventHub:
     def __init__(self) -> None:
         self._subscribers: weakref.WeakSet[EventStream] = weakref.WeakSet()
         self._closed = False
+        self._events_dropped = 0
 
     def subscribe(self, buffer: int) -> EventStream:
         """A new stream that sees every event from now on."""
@@ -106,6 +126,15 @@ class EventHub:
         """Hand ``event`` to every subscriber (never blocks)."""
         for stream in list(self._subscribers):
             stream._push(event)
+
+    def statistics(self) -> HubStatistics:
+        """How many subscribers there are, how many are behind, and what they missed."""
+        streams = list(self._subscribers)
+        return HubStatistics(
+            subscribers=len(streams),
+            lagging=sum(1 for stream in streams if stream._lagging()),
+            events_dropped=self._events_dropped,
+        )
 
     def close(self) -> None:
         """End every stream once it is drained."""

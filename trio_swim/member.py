@@ -367,22 +367,34 @@ async def open_member(config: Config | None = None) -> AsyncIterator[Member]:
             async for event in m.events():
                 ...
 
-    Raises :class:`OSError` if the address is in use.
+    Raises :class:`OSError` if the address (or ``Config.http_address``, the
+    status endpoint's) is in use.
     """
+    from .status import open_status_endpoint
+
     config = Config() if config is None else config
     transport = await open_udp_transport(config.listen_ip, config.listen_port)
+    status = None
     try:
-        tasks = _discovery_tasks(config)
+        # Listening at once, so that a taken HTTP port raises here.
+        status = await open_status_endpoint(config)
+        tasks = _discovery_tasks(config) + (() if status is None else (status,))
     except BaseException:
         transport.close()
+        if status is not None:
+            status.close()
         raise
-    async with run_member(
-        config,
-        transport,
-        # Unpredictable: probe sequence numbers are drawn from it, and an
-        # outsider must not guess which ack a member is waiting for.
-        rng=random.SystemRandom(),
-        incarnation=wall_clock_incarnation(),
-        extra_tasks=tasks,
-    ) as member:
-        yield member
+    try:
+        async with run_member(
+            config,
+            transport,
+            # Unpredictable: probe sequence numbers are drawn from it, and an
+            # outsider must not guess which ack a member is waiting for.
+            rng=random.SystemRandom(),
+            incarnation=wall_clock_incarnation(),
+            extra_tasks=tasks,
+        ) as member:
+            yield member
+    finally:
+        if status is not None:
+            status.close()
