@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import logging
+import os
 import re
 from typing import Any
 
@@ -11,7 +12,7 @@ import msgspec
 import pytest
 
 from trio_swim import Config, ConfigError
-from trio_swim.config import unknown_env_variables
+from trio_swim.config import check_env_variables, unknown_env_variables
 
 KEY_16 = bytes(range(16))
 KEY_32 = bytes(range(100, 132))
@@ -191,21 +192,24 @@ def test_the_process_environment_is_checked_too(
     assert "SWIM_INITIAL_HOST: unknown, did you mean SWIM_INITIAL_HOSTS?" in caplog.messages
 
 
-def test_an_unknown_variable_is_an_error_when_strict() -> None:
+def test_the_strict_check_raises_for_an_unknown_variable(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
     env = {"SWIM_SECRET_KEY": "x", "SWIM_LISTEN_PORT": "5"}
     with pytest.raises(
         ConfigError, match=r"^SWIM_SECRET_KEY: unknown, did you mean SWIM_SECRET_KEYS\?$"
     ):
-        Config.from_env(env, strict=True)
+        check_env_variables(env)
     with pytest.raises(ConfigError, match=r"^SWIM_A: unknown .*\(and 1 more\)$"):
-        Config.from_env({"SWIM_A": "1", "SWIM_B": "2"}, strict=True)
-    assert Config.from_env({"SWIM_LISTEN_PORT": "5"}, strict=True).listen_port == 5
-
-
-def test_strict_does_not_warn(caplog: pytest.LogCaptureFixture) -> None:
-    with pytest.raises(ConfigError):
-        Config.from_env({"SWIM_LISTEN_PROT": "1"}, strict=True)
-    assert caplog.records == []
+        check_env_variables({"SWIM_A": "1", "SWIM_B": "2"})
+    check_env_variables({"SWIM_LISTEN_PORT": "5", "PATH": "/bin"})
+    for name in [n for n in os.environ if n.upper().startswith("SWIM_")]:
+        monkeypatch.delenv(name)
+    check_env_variables()
+    monkeypatch.setenv("SWIM_LISTEN_PROT", "1")
+    with pytest.raises(ConfigError, match=r"^SWIM_LISTEN_PROT: unknown, did you mean"):
+        check_env_variables()
+    assert caplog.records == [], "raised, not logged"
 
 
 @pytest.mark.parametrize(

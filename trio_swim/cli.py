@@ -45,7 +45,7 @@ import trio
 from . import __version__
 from ._hub import EventStream
 from .addresses import DEFAULT_PORT, AddressError, format_address, is_ip_literal, split_address
-from .config import Config, ConfigError, _printable, env_variable
+from .config import Config, ConfigError, _printable, check_env_variables, env_variable
 from .events import (
     BroadcastReceived,
     Event,
@@ -589,8 +589,10 @@ def run_config(args: argparse.Namespace, environ: Mapping[str, str] | None = Non
         flags["accept_plaintext"] = args.accept_plaintext
     if args.send_plaintext is not None:
         flags["send_plaintext"] = args.send_plaintext
+    if args.strict_env:
+        check_env_variables(environ)
     try:
-        return Config.from_env(environ, strict=args.strict_env, **flags)
+        return Config.from_env(environ, **flags)
     except ConfigError as exc:
         message = str(exc)
         # "field=value: why", or "field: why" for a secret.
@@ -1194,9 +1196,10 @@ class _Demo:
             self._finished.set()
             if status != _EXIT_OK:
                 self.screen.snapshot(self.table())
+            # The last view, before the members still running leave.
+            self.screen.redraw(self.table())
             for node in self.nodes:
                 node.leave.set()
-        self.screen.redraw(self.table())
         return status
 
     async def _story(self, nursery: trio.Nursery) -> int:

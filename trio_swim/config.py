@@ -161,9 +161,7 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         _validate(self)
 
     @classmethod
-    def from_env(
-        cls, environ: Mapping[str, str] | None = None, *, strict: bool = False, **overrides: Any
-    ) -> Config:
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Config:
         """Build a Config from ``SWIM_<FIELD>`` variables; keyword arguments win.
 
         Every field can be set (``SWIM_LISTEN_PORT``, ``SWIM_HEARTBEAT_MILLIS``
@@ -181,15 +179,12 @@ class Config(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=Tr
         A ``SWIM_*`` variable that names no setting (a typo such as
         ``SWIM_HEARBEAT_MILLIS``) is logged as a warning on the
         ``trio_swim.config`` logger, with the closest known name (see
-        :func:`unknown_env_variables`); with ``strict=True`` it raises
-        :class:`ConfigError` instead.
+        :func:`unknown_env_variables`). For strict checking, call
+        :func:`check_env_variables` first: it raises :class:`ConfigError`
+        instead.
         """
         env = os.environ if environ is None else environ
-        complaints = unknown_env_variables(env)
-        if complaints and strict:
-            more = f" (and {len(complaints) - 1} more)" if len(complaints) > 1 else ""
-            raise ConfigError(complaints[0] + more)
-        for complaint in complaints:
+        for complaint in unknown_env_variables(env):
             _logger.warning("%s", complaint)
         unknown = sorted(set(overrides) - set(_FIELD_TYPES))
         if unknown:
@@ -281,6 +276,19 @@ def unknown_env_variables(environ: Mapping[str, str] | None = None) -> list[str]
         else:
             complaints.append(f"{shown}: unknown, did you mean {guess}?")
     return complaints
+
+
+def check_env_variables(environ: Mapping[str, str] | None = None) -> None:
+    """Raise :class:`ConfigError` if a ``SWIM_*`` variable names no setting.
+
+    The strict form of the warning :meth:`Config.from_env` logs (and what
+    ``trio-swim run --strict-env`` does): the message is the first of
+    :func:`unknown_env_variables`, with how many more there are.
+    """
+    complaints = unknown_env_variables(environ)
+    if complaints:
+        more = f" (and {len(complaints) - 1} more)" if len(complaints) > 1 else ""
+        raise ConfigError(complaints[0] + more)
 
 
 def _closest_variable(variable: str, known: list[str]) -> str | None:
