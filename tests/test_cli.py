@@ -420,8 +420,8 @@ async def test_demo_runs_detects_the_kill_and_exits_by_itself() -> None:
             "trio-swim run: error: argument --advertise: '10.0.0.7:0': port 0 cannot be reached",
         ),
         (
-            ["run", "--http", "[::1]"],
-            "trio-swim run: error: argument --http: '[::1]': give the port too, as [::1]:9999",
+            ["run", "--http", "[::1:8080"],
+            "trio-swim run: error: argument --http: '[::1:8080': missing ']'",
         ),
         (
             ["run", "--log-level", "loud"],

@@ -13,12 +13,15 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import trio
+from test_cli import CONVERGE_SECONDS, run_to_completion, running_member
 
-from trio_swim import cli
-from trio_swim.cli import main, members_table, stats_lines
+from trio_swim import cli, status
+from trio_swim.cli import build_parser, main, members_table, stats_lines
 
 MEMBERS = {
     "address": "127.0.0.1:9000",
+    "cluster": "blue",
     "local_health": 1,
     "members": [
         {"address": "127.0.0.1:9001", "status": "suspect", "incarnation": 7, "metadata": ""},
@@ -101,7 +104,7 @@ def test_members_prints_the_table_sorted_by_address(
     status, out, err = run(["members", "--http", endpoint.address], capsys)
     assert (status, err) == (0, "")
     assert out.splitlines() == [
-        "members seen by 127.0.0.1:9000 (local health 1)",
+        "members seen by 127.0.0.1:9000 in cluster 'blue' (local health 1)",
         "ADDRESS          STATUS     INCARNATION  METADATA",
         "127.0.0.1:9000   alive    1795519404877  role=db ✓",
         "127.0.0.1:9001   suspect              7  -",
@@ -288,3 +291,58 @@ def test_an_answer_over_the_limit_is_refused(
     status, out, err = run(["stats", "--http", endpoint.address], capsys)
     assert (status, out) == (1, "")
     assert err.endswith(": the answer is over 1 MiB\n")
+
+
+def test_an_address_without_a_port_means_the_endpoint_default() -> None:
+    assert cli._DEFAULT_HTTP_PORT == status.DEFAULT_HTTP_PORT
+    parser = build_parser()
+    assert parser.parse_args(["members", "--http", "127.0.0.1"]).http == "127.0.0.1:9990"
+    assert parser.parse_args(["stats", "--http", "[::1]"]).http == "[::1]:9990"
+    assert parser.parse_args(["run", "--http", "localhost"]).http == "localhost:9990"
+    assert parser.parse_args(["run", "--http", "127.0.0.1:0"]).http == "127.0.0.1:0"
+
+
+def free_tcp_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+async def test_members_and_stats_of_a_running_member() -> None:
+    endpoint = f"127.0.0.1:{free_tcp_port()}"
+    async with (
+        running_member("--http", endpoint, "--metadata", "role=db", "--cluster", "blue") as a,
+        running_member("--join", a.address, "--metadata", "role=web", "--cluster", "blue") as b,
+    ):
+        await a.wait_for_event(CONVERGE_SECONDS, event="status", node=b.address, status="alive")
+        assert any(f"status endpoint on http://{endpoint}/" in line for line in a.stderr)
+
+        code, out, err = await run_to_completion(["members", "--http", endpoint])
+        assert (code, err) == (0, "")
+        title, header, *rows = out.splitlines()
+        assert title == f"members seen by {a.address} in cluster 'blue' (local health 0)"
+        assert header.split() == ["ADDRESS", "STATUS", "INCARNATION", "METADATA"]
+        table = {row.split()[0]: row.split()[1:] for row in rows}
+        assert set(table) == {a.address, b.address}
+        assert table[a.address][0] == table[b.address][0] == "alive"
+
+        code, out, _ = await run_to_completion(["members", "--json", "--http", endpoint])
+        document = json.loads(out)
+        assert code == 0
+        assert document["address"] == a.address
+        for entry in document["members"]:
+            incarnation, metadata = table[entry["address"]][1:]
+            assert int(incarnation) == entry["incarnation"]
+            assert metadata == (entry["metadata"] or "-")
+
+        code, out, err = await run_to_completion(["stats", "--http", endpoint])
+        assert (code, err) == (0, "")
+        lines = out.splitlines()
+        assert lines[0] == f"statistics of {a.address}"
+        received = dict(line.split() for line in lines[1:])
+        assert int(received["packets_received"]) > 0
+
+    with trio.fail_after(CONVERGE_SECONDS):
+        code, out, err = await run_to_completion(["stats", "--http", endpoint])
+    assert (code, out) == (1, "")
+    assert "connection refused" in err, "the endpoint is gone with its member"

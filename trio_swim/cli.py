@@ -79,6 +79,9 @@ _STDIN_CHUNK: Final = 65_536
 # with 512 bytes of metadata each is about 8 MiB of JSON.
 _HTTP_MAX_BYTES: Final = 32 * 1_048_576
 _HTTP_DEFAULT_TIMEOUT: Final = 5.0
+# The status endpoint's port when an address gives none (status.DEFAULT_HTTP_PORT,
+# not imported: that module loads the HTTP server, which only ``run`` needs).
+_DEFAULT_HTTP_PORT: Final = 9990
 
 _LOG_LEVELS: Final = {
     "debug": logging.DEBUG,
@@ -206,7 +209,10 @@ def _add_run_parser(subcommands: Any) -> None:
         "--http",
         metavar="HOST:PORT",
         type=_http_address,
-        help="serve the status endpoint (/members, /stats ...) on this TCP address",
+        help=(
+            "serve the status endpoint (/members, /stats ...) on this TCP address "
+            f"(port {_DEFAULT_HTTP_PORT} if none)"
+        ),
     )
     discovery = run.add_mutually_exclusive_group()
     discovery.add_argument(
@@ -287,7 +293,10 @@ def _add_query_parser(subcommands: Any, name: str, what: str) -> None:
         "--http",
         metavar="HOST:PORT",
         type=_endpoint_address,
-        help=f"the member's status endpoint (default {env_variable('http_address')})",
+        help=(
+            f"the member's status endpoint (port {_DEFAULT_HTTP_PORT} if none; "
+            f"default {env_variable('http_address')})"
+        ),
     )
     query.add_argument(
         "--json",
@@ -399,14 +408,15 @@ def _advertise_address(text: str) -> str:
 
 
 def _http_address(text: str) -> str:
-    return format_address(*_flag_address_with_port(text))
+    host, port = _flag_address(text)
+    return format_address(host, _DEFAULT_HTTP_PORT if port is None else port)
 
 
 def _endpoint_address(text: str) -> str:
-    host, port = _flag_address_with_port(text)
-    if port == 0:
+    address = _http_address(text)
+    if address.endswith(":0"):
         raise argparse.ArgumentTypeError(f"{text!r}: port 0 cannot be reached")
-    return format_address(host, port)
+    return address
 
 
 def _metadata(text: str) -> bytes:
@@ -627,6 +637,8 @@ async def _run_member(config: Config, json_output: bool, command: str) -> int:
                     config.cluster_name,
                     _bound_note(config, member.address),
                 )
+                if config.http_address:
+                    _logger.info("status endpoint on %s", _endpoint_text(config.http_address))
                 if config.initial_hosts:
                     _logger.info("joining %s", ", ".join(config.initial_hosts))
                 render = _json_renderer(member.address) if json_output else _human_renderer()
@@ -642,6 +654,13 @@ async def _run_member(config: Config, json_output: bool, command: str) -> int:
             return _fail(command, _bind_error(config, exc))
     _logger.info("left")
     return _EXIT_OK
+
+
+def _endpoint_text(http_address: str) -> str:
+    host, port = split_address(http_address, _DEFAULT_HTTP_PORT)
+    if port == 0:
+        return f"{host}, on a port the system picked"
+    return f"http://{format_address(host, port)}/"
 
 
 def _bound_note(config: Config, address: str) -> str:
@@ -999,6 +1018,8 @@ def members_table(document: Any, url: str = "the endpoint") -> list[str]:
     header = ("ADDRESS", "STATUS", "INCARNATION", "METADATA")
     widths = [max(len(row[i]) for row in [header, *rows]) for i in range(3)]
     title = f"members seen by {_printable(str(document.get('address', '?')))}"
+    if isinstance(document.get("cluster"), str):
+        title += f" in cluster {_printable(document['cluster'])!r}"
     health = document.get("local_health")
     if isinstance(health, int) and not isinstance(health, bool):
         title += f" (local health {health})"
