@@ -270,6 +270,10 @@ class World:
     def drain(self) -> None:
         """Pull every datagram (the peers answer at once) and every event."""
         live = set(self.peers) - self.crashed
+        # The scripted peers take no TCP: every stream fails at once (the
+        # core then falls back to UDP).
+        while (request := self.swim.next_stream()) is not None:
+            self.swim.stream_reply(request.token, None, self.now)
         while (out := self.swim.next_datagram()) is not None:
             to, data = out
             assert len(data) <= self.config.max_packet_bytes

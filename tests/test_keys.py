@@ -65,6 +65,17 @@ class Wire:
 
     def _pull(self) -> None:
         for sender, swim in self.cores.items():
+            # Streams are answered at once; both frames are kept with the datagrams.
+            while (request := swim.next_stream()) is not None:
+                self.datagrams.append((sender, request.address, request.data))
+                answer = None
+                target = self.cores.get(request.address)
+                if target is not None:
+                    answer = target.handle_stream(request.data, self.now, sender)
+                    if answer is not None:
+                        self.datagrams.append((request.address, sender, answer))
+                swim.stream_reply(request.token, answer, self.now)
+        for sender, swim in self.cores.items():
             while (out := swim.next_datagram()) is not None:
                 to, data = out
                 self.datagrams.append((sender, to, data))

@@ -8,6 +8,7 @@ clusters on :class:`~trio_swim.testing.SimNetwork` with a slow member.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import math
 import random
@@ -34,6 +35,7 @@ from trio_swim.suspicion import (
     suspicion_timeout,
 )
 from trio_swim.testing import SimNetwork, seed_trio_scheduler
+from trio_swim.transport import StreamCounters, StreamHandler, StreamLimits
 from trio_swim.wire import (
     Ack,
     Codec,
@@ -256,9 +258,20 @@ class Script:
     async def receive(self) -> tuple[bytes, str]:
         return await self._inbox.receive()
 
-    async def resolve(self, text: str) -> str:
+    async def resolve(self, text: str) -> list[str]:
         await trio.lowlevel.checkpoint()
-        return text
+        return [text]
+
+    async def request(self, address: str, data: bytes, limits: StreamLimits) -> bytes:
+        await trio.lowlevel.checkpoint()
+        raise ConnectionRefusedError(errno.ECONNREFUSED, "the script takes no streams")
+
+    async def serve_streams(self, handler: StreamHandler, limits: StreamLimits) -> None:
+        await trio.sleep_forever()
+
+    @property
+    def stream_counters(self) -> StreamCounters:
+        return StreamCounters()
 
     def close(self) -> None:
         pass

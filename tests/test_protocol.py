@@ -39,6 +39,7 @@ from trio_swim.protocol import (
     LeaveAcked,
     MemberStatistics,
     Output,
+    StreamRequest,
     Swim,
     SyncAnswered,
 )
@@ -96,9 +97,16 @@ class Driver:
         self.events: list[tuple[float, Output]] = []
         self.acking: set[str] = set()
         self.nacking: set[str] = set()
+        self.streams: list[tuple[float, StreamRequest]] = []
+        """Stream exchanges asked for; each fails at once (unless :attr:`hold_streams`)."""
+        self.hold_streams = False
 
     def drain(self, now: float) -> None:
         """Pull every datagram (answering it if scripted to) and every event."""
+        while (request := self.swim.next_stream()) is not None:
+            self.streams.append((now, request))
+            if not self.hold_streams:
+                self.swim.stream_reply(request.token, None, now)
         while (out := self.swim.next_datagram()) is not None:
             address, data = out
             assert len(data) <= CODEC.max_packet_bytes
@@ -796,6 +804,14 @@ class Network:
 
     def _pull(self) -> None:
         for address, core in self.cores.items():
+            # Streams are answered at once (no latency), or fail at once.
+            while (request := core.next_stream()) is not None:
+                answer = None
+                target = self.cores.get(request.address)
+                if target is not None and not {address, request.address} & self.crashed:
+                    answer = target.handle_stream(request.data, self.now, address)
+                core.stream_reply(request.token, answer, self.now)
+        for address, core in self.cores.items():
             while (out := core.next_datagram()) is not None:
                 to, data = out
                 if to in self.cores and not {address, to} & self.crashed:
@@ -918,6 +934,9 @@ def test_a_state_exchange_with_a_member_held_dead_fits_in_a_datagram() -> None:
     # 38 peers + peer(2) + itself: the table just fits in one 1400-byte Sync.
     d = table_of(38)
     d.swim.join([peer(2)], 0.03)
+    # The stream the join tries first fails: the state goes over UDP.
+    while (request := d.swim.next_stream()) is not None:
+        d.swim.stream_reply(request.token, None, 0.03)
     sizes = []
     while (out := d.swim.next_datagram()) is not None:
         sizes.append(len(out[1]))
@@ -994,6 +1013,8 @@ class ThreeCores(RuleBasedStateMachine):
 
     def pull(self) -> None:
         for address, core in self.cores.items():
+            while (request := core.next_stream()) is not None:
+                core.stream_reply(request.token, None, self.now)  # no TCP here
             while (out := core.next_datagram()) is not None:
                 to, data = out
                 assert len(data) <= 1400

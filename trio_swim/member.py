@@ -11,7 +11,10 @@ and carry out what it asks, in four tasks:
   runner pulls ``Swim.next_datagram()`` and sends without waiting while the
   socket takes it (a UDP socket almost always does); when it would block, the
   sender task takes over, in order, and waits for the socket;
-- the **seeds** task resolves ``initial_hosts`` (DNS is I/O) for the core,
+- the **seeds** task resolves ``initial_hosts`` (DNS is I/O) for the core;
+- the **stream listener** answers TCP exchanges (``Swim.handle_stream``), and
+  each exchange the core asks for (``Swim.next_stream``) runs in a task of
+  its own, bounded by its timeout,
 
 plus multicast discovery when enabled. After every input the runner drains
 the core's events: user events go to the subscribers (never blocking the
@@ -21,6 +24,8 @@ synchronous call between awaits, so a cancellation never leaves half of one.
 
 from __future__ import annotations
 
+import errno
+import logging
 import math
 import random
 import sys
@@ -33,28 +38,51 @@ import msgspec
 import trio
 
 from ._hub import EventHub, EventStream
+from .addresses import AddressError, canonical_address
 from .config import Config
 from .discovery import open_discovery_socket, run_discovery
 from .membership import Node
 from .protocol import (
     BroadcastTooLarge,
+    Joined,
+    JoinRetrying,
     LeaveAcked,
     MemberStatistics,
+    MessageTooLarge,
+    MetadataTooLarge,
+    StreamDone,
+    StreamRequest,
     Swim,
     SyncAnswered,
     default_join_wait,
 )
 from .security import Keyring
-from .transport import Transport, open_udp_transport
+from .transport import StreamLimits, Transport, open_udp_transport
 
 if sys.version_info < (3, 11):  # pragma: no cover
     from exceptiongroup import BaseExceptionGroup
 
-__all__ = ["BroadcastTooLarge", "Member", "MemberStatistics", "open_member", "run_member"]
+__all__ = [
+    "AddressError",
+    "BroadcastTooLarge",
+    "DeliveryFailed",
+    "Member",
+    "MemberStatistics",
+    "MessageTooLarge",
+    "MetadataTooLarge",
+    "open_member",
+    "run_member",
+]
+
+logger = logging.getLogger("trio_swim")
 
 # How often the names in initial_hosts are resolved again once they resolved;
 # while some do not, the first retries come sooner (1, 2, 4 ... seconds).
 SEED_RESOLVE_SECONDS: Final = 30.0
+
+
+class DeliveryFailed(OSError):
+    """``Member.send_reliable``: the receiver did not acknowledge the message in time."""
 
 
 def wall_clock_incarnation() -> int:
@@ -76,8 +104,9 @@ class Member:
     ) -> None:
         self.config = config
         self._transport = transport
-        self.address: str = transport.local_address
-        """The ``host:port`` this member is bound to and known by."""
+        self.address: str = config.advertise_address or transport.local_address
+        """The ``host:port`` this member is known by: ``Config.advertise_address``,
+        or else the address it is bound to."""
         self._swim = Swim(
             config,
             self.address,
@@ -101,6 +130,18 @@ class Member:
         self._sent = 0
         self._sent_bytes = 0
         self._send_errors = 0
+        self._closed = False
+        self._joined = trio.Event()
+        if not config.initial_hosts:
+            self._joined.set()  # the first member: nobody to join
+        # send_reliable callers waiting for their StreamDone, by token.
+        self._stream_waiters: dict[int, trio.Event] = {}
+        self._stream_results: dict[int, bool] = {}
+        self._stream_limits = StreamLimits(
+            max_frame=config.max_stream_bytes, timeout=config.stream_timeout_millis / 1000
+        )
+        self._nursery: trio.Nursery | None = None
+        self._stream_bytes_sent = 0
 
     # ------------------------------------------------------------ public API
 
@@ -124,23 +165,91 @@ class Member:
         """This member's own record."""
         return self._swim.me
 
+    def get(self, address: str) -> Node | None:
+        """The record of the member at ``address`` (any spelling of it), if known.
+
+        Raises :class:`AddressError` if ``address`` is not an address.
+        """
+        return self._swim.get(canonical_address(address))
+
+    async def wait_joined(self) -> None:
+        """Return once this member has exchanged state with another member.
+
+        At once if it already has, or if it has no ``initial_hosts`` (it is
+        the first). Waits for as long as no seed answers: bound it with
+        ``trio.fail_after``.
+        """
+        await self._joined.wait()
+
+    async def set_metadata(self, metadata: bytes) -> None:
+        """Announce new metadata for this member (``Node.metadata`` everywhere).
+
+        Every other member sees it as :class:`~trio_swim.MetadataChanged`.
+        Raises :class:`MetadataTooLarge` over ``Config.max_metadata_bytes``.
+        """
+        self._check_open()
+        self._swim.set_metadata(metadata, trio.current_time())
+        self._after_input()
+        await trio.lowlevel.checkpoint()
+
     async def broadcast(self, payload: bytes) -> None:
         """Send ``payload`` once to every other member (not to this one).
 
         Raises :class:`BroadcastTooLarge` over ``Config.max_broadcast_bytes``.
         """
+        self._check_open()
         self._swim.broadcast(payload, trio.current_time())
         self._after_input()
         await trio.lowlevel.checkpoint()
+
+    async def send(self, address: str, payload: bytes) -> None:
+        """Send ``payload`` to the member at ``address`` in one datagram.
+
+        Best effort: it may be lost, and nothing tells. The receiver gets it
+        as :class:`~trio_swim.MessageReceived` (``reliable`` False). Raises
+        :class:`MessageTooLarge` over what one datagram carries (the message
+        names the limit) and :class:`AddressError` if ``address`` is not one.
+        """
+        self._check_open()
+        self._swim.send(canonical_address(address), payload, trio.current_time())
+        self._after_input()
+        await trio.lowlevel.checkpoint()
+
+    async def send_reliable(self, address: str, payload: bytes) -> None:
+        """Send ``payload`` to the member at ``address`` over a TCP stream.
+
+        Returns once the receiver has acknowledged it (it got it as
+        :class:`~trio_swim.MessageReceived`, ``reliable`` True). Raises
+        :class:`DeliveryFailed` if that does not happen within
+        ``Config.stream_timeout_millis`` (unreachable, refused, too slow),
+        and :class:`MessageTooLarge` over ``Config.max_stream_bytes``.
+        """
+        self._check_open()
+        target = canonical_address(address)
+        token = self._swim.send_reliable(target, payload, trio.current_time())
+        done = self._stream_waiters[token] = trio.Event()
+        try:
+            self._after_input()
+            await done.wait()
+        finally:
+            del self._stream_waiters[token]
+        if not self._stream_results.pop(token, False):
+            seconds = self.config.stream_timeout_millis / 1000
+            raise DeliveryFailed(
+                errno.ETIMEDOUT,
+                f"{target} did not acknowledge the message within {seconds:g} s "
+                "(unreachable, refused or too slow)",
+            )
 
     async def join(self, *addresses: str, wait: float | None = None) -> int:
         """Exchange full state with each address; return how many answered.
 
         Addresses are ``host``, ``host:port`` or ``[v6]:port``; names are
-        resolved. Waits at most ``wait`` seconds (default: four protocol
-        periods, at least one second) for the answers.
+        resolved (to every address they have). Waits at most ``wait`` seconds
+        (default: four protocol periods, at least one second) for the answers.
         """
-        targets = [await self._transport.resolve(text) for text in addresses]
+        self._check_open()
+        targets = [a for text in addresses for a in await self._transport.resolve(text)]
         targets = [t for t in dict.fromkeys(targets) if t != self.address]
         if not targets:
             return 0
@@ -156,11 +265,17 @@ class Member:
 
     def statistics(self) -> MemberStatistics:
         """A snapshot of this member's counters."""
+        core = self._swim.statistics()
+        streams = self._transport.stream_counters
+        # The core counts the stream frames it wrote; the runner the datagrams.
         return msgspec.structs.replace(
-            self._swim.statistics(),
-            packets_sent=self._sent,
-            bytes_sent=self._sent_bytes,
+            core,
+            packets_sent=self._sent + core.stream_exchanges + core.stream_failures,
+            bytes_sent=self._sent_bytes + self._stream_bytes_sent,
             send_errors=self._send_errors,
+            streams_accepted=streams.accepted,
+            streams_refused=streams.refused,
+            streams_dropped=streams.dropped,
         )
 
     @property
@@ -181,6 +296,10 @@ class Member:
 
     # ------------------------------------------------------------ plumbing
 
+    def _check_open(self) -> None:
+        if self._closed:
+            raise trio.ClosedResourceError("this member has left its cluster")
+
     def _after_input(self) -> None:
         """Carry out what the last input to the core asked for."""
         while (event := self._swim.next_event()) is not None:
@@ -190,8 +309,25 @@ class Member:
                     waiter.set()
             elif isinstance(event, LeaveAcked):
                 self._leave_acked = True
+            elif isinstance(event, StreamDone):
+                done = self._stream_waiters.get(event.token)
+                if done is not None:
+                    self._stream_results[event.token] = event.ok
+                    done.set()
+            elif isinstance(event, Joined):
+                logger.info("joined via %s (%d members)", event.address, event.members)
+                self._joined.set()
+            elif isinstance(event, JoinRetrying):
+                logger.info(
+                    "no answer from %s, retrying in %.1f s", ", ".join(event.seeds), event.retry_in
+                )
             else:
                 self._hub.publish(event)
+        while (request := self._swim.next_stream()) is not None:
+            if self._nursery is None:
+                self._swim.stream_reply(request.token, None, trio.current_time())
+            else:
+                self._nursery.start_soon(self._exchange, request)
         self._send_now()
         deadline = self._swim.next_deadline()
         self._clock_sleep.deadline = math.inf if deadline is None else deadline
@@ -223,6 +359,27 @@ class Member:
                 return
             self._count_send(len(out[1]) if sent else None)
 
+    async def _exchange(self, request: StreamRequest) -> None:
+        """Carry out one stream exchange the core asked for, and give it the answer."""
+        answer: bytes | None = None
+        with trio.move_on_after(request.timeout):
+            try:
+                answer = await self._transport.request(
+                    request.address, request.data, self._stream_limits
+                )
+            except (OSError, trio.BrokenResourceError):
+                pass  # refused, reset, closed early: the exchange failed
+        self._stream_bytes_sent += len(request.data)
+        self._swim.stream_reply(request.token, answer, trio.current_time())
+        self._after_input()
+
+    def _answer_stream(self, data: bytes, source: str) -> bytes | None:
+        answer = self._swim.handle_stream(data, trio.current_time(), source)
+        self._after_input()
+        if answer is not None:
+            self._stream_bytes_sent += len(answer)
+        return answer
+
     async def _sender(self) -> None:
         while True:
             await self._sender_wakeup.wait()
@@ -250,18 +407,21 @@ class Member:
         as names may move. Names that do not resolve yet are tried again soon."""
         retry = 1.0
         while True:
-            targets = []
+            targets: list[str] = []
+            resolved = 0
             for host in self.config.initial_hosts:
                 try:
-                    targets.append(await self._transport.resolve(host))
+                    targets += await self._transport.resolve(host)
                 except (OSError, ValueError):
                     continue
+                resolved += 1
             if targets and all(t == self.address for t in targets):
+                self._joined.set()
                 return  # only ourselves to join: we are the first member
             if targets:
                 self._swim.set_seeds(targets, trio.current_time())
                 self._after_input()
-            if len(targets) == len(self.config.initial_hosts):
+            if resolved == len(self.config.initial_hosts):
                 await trio.sleep(SEED_RESOLVE_SECONDS)
             else:
                 await trio.sleep(retry)
@@ -289,9 +449,13 @@ class Member:
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
             nursery.start_soon(self._sender)
             nursery.start_soon(self._receiver)
             nursery.start_soon(self._clock)
+            nursery.start_soon(
+                self._transport.serve_streams, self._answer_stream, self._stream_limits
+            )
             if self.config.initial_hosts:
                 nursery.start_soon(self._seeds)
             for task in extra_tasks:
@@ -323,6 +487,10 @@ async def run_member(
                 finally:
                     nursery.cancel_scope.cancel()
         finally:
+            member._closed = True
+            member._nursery = None
+            for done in member._stream_waiters.values():
+                done.set()  # no answer will come: they fail
             # Every task has stopped; say goodbye even if we are being cancelled.
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(config.leave_timeout_millis / 1000):

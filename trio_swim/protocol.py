@@ -38,9 +38,16 @@ from typing import TYPE_CHECKING, Final, NoReturn
 import msgspec
 
 from .addresses import is_canonical_ip_address
-from .config import Config
+from .config import RECORD_ROOM, Config
 from .dissemination import PiggybackQueue, SeenSet, retransmit_limit
-from .events import BroadcastReceived, MemberEvent, MemberRemoved, StatusChanged
+from .events import (
+    BroadcastReceived,
+    MemberEvent,
+    MemberRemoved,
+    MessageReceived,
+    MetadataChanged,
+    StatusChanged,
+)
 from .membership import (
     Change,
     DeadRetries,
@@ -92,6 +99,7 @@ from .wire import (
     Sync,
     Update,
     UserBroadcast,
+    UserMessage,
     WireStatus,
 )
 
@@ -121,8 +129,18 @@ SEED_RECHECK_SECONDS: Final = 30.0
 # between two starts of one member.
 MAX_INCARNATION: Final = 2**62
 INCARNATION_JUMP: Final = 2**40
+# TCP exchanges this member has started and not yet seen end; beyond this a
+# state exchange goes over UDP, a fallback probe is skipped and a reliable
+# message fails at once.
+MAX_OPEN_STREAMS: Final = 64
+# The periodic state exchange is this many members' worth of work per
+# interval; above it the interval grows with log2 n, so that what each member
+# sends and receives for it stays flat.
+PUSH_PULL_SCALE_THRESHOLD: Final = 32
 # Room left in a Sync datagram for its own header (tag, flag, list length).
 _SYNC_HEADER_SLACK: Final = 16
+# Room a stream frame keeps for its envelope and the messages beside a Sync.
+_STREAM_SLACK: Final = 1024
 # Addresses heard from the network whose form was checked, remembered so that
 # the check (an ipaddress parse) is done once per address; cleared when full.
 _CHECKED_ADDRESSES: Final = 16_384
@@ -165,6 +183,11 @@ def _mentions(packet: Packet, address: str) -> bool:
     return False
 
 
+def _same_host(address: str, other: str) -> bool:
+    """True if two canonical ``ip:port`` addresses have the same IP."""
+    return address.rpartition(":")[0] == other.rpartition(":")[0]
+
+
 def _holds(node: Node | None, status: Status, incarnation: int) -> bool:
     """True if ``node`` is a record at exactly this status and incarnation."""
     return node is not None and node.status is status and node.incarnation == incarnation
@@ -178,6 +201,51 @@ class BroadcastTooLarge(ValueError):
     """A broadcast payload is over ``Config.max_broadcast_bytes``."""
 
 
+class MetadataTooLarge(ValueError):
+    """Metadata over ``Config.max_metadata_bytes``."""
+
+
+class MessageTooLarge(ValueError):
+    """A message payload over what one datagram (or one stream frame) carries."""
+
+
+class StreamRequest(msgspec.Struct, frozen=True):
+    """For the runner: one TCP exchange to carry out.
+
+    Open a stream to ``address`` (its host, and the same port number over
+    TCP), send ``data`` as one frame, read one frame back and hand it to
+    :meth:`Swim.stream_reply` with ``token``, or None there if the exchange
+    failed or took longer than ``timeout`` seconds.
+    """
+
+    token: int
+    address: str
+    data: bytes
+    timeout: float
+
+
+class StreamDone(msgspec.Struct, frozen=True):
+    """Notice for the runner: the exchange ``token`` ended (``ok``: it was answered)."""
+
+    token: int
+    ok: bool
+
+
+class Joined(msgspec.Struct, frozen=True):
+    """Notice for the runner: the first exchange of state with another member."""
+
+    address: str
+    members: int
+    """Members known right after it (this one included)."""
+
+
+class JoinRetrying(msgspec.Struct, frozen=True):
+    """Notice for the runner: no seed answered; the next attempt is in ``retry_in`` s."""
+
+    seeds: tuple[str, ...]
+    retry_in: float
+
+
 class SyncAnswered(msgspec.Struct, frozen=True):
     """Notice for the runner: ``address`` sent its state (a join was answered)."""
 
@@ -188,7 +256,7 @@ class LeaveAcked(msgspec.Struct, frozen=True):
     """Notice for the runner: a member acknowledged this member's goodbye."""
 
 
-Output = MemberEvent | SyncAnswered | LeaveAcked
+Output = MemberEvent | SyncAnswered | LeaveAcked | StreamDone | Joined | JoinRetrying
 """What :meth:`Swim.next_event` returns: user events and runner notices."""
 
 
@@ -217,6 +285,8 @@ class MemberStatistics(msgspec.Struct, frozen=True):
     """Records at an incarnation above the ceiling or too far above the one held."""
     refused_rumours: int
     """Accusations (SUSPECT, DEAD, LEFT, or news about this member) from a non-member."""
+    refused_metadata: int
+    """Records whose metadata is over ``Config.max_metadata_bytes``."""
     ignored_acks: int
     """Acks and nacks from a member that was not asked (forged or stray)."""
     evicted_unverified: int
@@ -261,6 +331,7 @@ class _Counters:
     refused_broadcasts: int = 0
     refused_incarnations: int = 0
     refused_rumours: int = 0
+    refused_metadata: int = 0
     ignored_acks: int = 0
     evicted_unverified: int = 0
     probes_sent: int = 0
@@ -312,6 +383,21 @@ class _Relay:
         self.reply_to = reply_to
         self.requester_seq = requester_seq
         self.target = target
+
+
+class _Stream:
+    """A TCP exchange this member started: what it was for."""
+
+    __slots__ = ("kind", "probe_seq", "target")
+
+    PROBE: Final = 0
+    STATE: Final = 1
+    MESSAGE: Final = 2
+
+    def __init__(self, kind: int, target: str, probe_seq: int = 0) -> None:
+        self.kind = kind
+        self.target = target
+        self.probe_seq = probe_seq
 
 
 class _OncePerInterval:
@@ -378,6 +464,7 @@ class Swim:
         self.address = address
         self._rng = rng
         self._codec = Codec(config.cluster_name, config.max_packet_bytes)
+        self._stream_codec = Codec(config.cluster_name, config.max_stream_bytes)
         if keyring is None and config.secret_keys:
             keyring = Keyring(config.secret_keys, nonce=rng.randbytes)
         self.keyring = keyring
@@ -392,7 +479,13 @@ class Swim:
         self._reply_to = address
         self._sender_known = False
 
-        self._table = MemberTable(address, incarnation, max_members=config.max_members, rng=rng)
+        self._table = MemberTable(
+            address,
+            incarnation,
+            max_members=config.max_members,
+            rng=rng,
+            metadata=config.metadata,
+        )
         self._updates: PiggybackQueue[Message] = PiggybackQueue(config.max_members)
         self._broadcasts: PiggybackQueue[Message] = PiggybackQueue(MAX_PENDING_BROADCASTS)
         self._seen = SeenSet(BROADCAST_MEMORY, BROADCAST_MEMORY_SECONDS)
@@ -428,6 +521,16 @@ class Swim:
         # state: it proves the stranger receives at the address it claims.
         self._cookies: dict[str, int] = {}
         self._events: deque[Output] = deque()
+        # TCP exchanges asked of the runner (not yet pulled), and those under
+        # way, by token.
+        self._stream_out: deque[StreamRequest] = deque()
+        self._streams: dict[int, _Stream] = {}
+        # While a stream request is handled: what goes back on the stream
+        # (every answer to its sender goes there, not into a datagram).
+        self._stream_reply: list[Message] | None = None
+        self._stream_sender = ""
+        self._in_stream = False
+        self._exchanged = False
         self._seeds: list[str] = []
         self._seed_attempt = 0
         self._seed_wait = default_join_wait(config)
@@ -467,6 +570,25 @@ class Swim:
         """The record of ``address``, if known."""
         return self._table.get(address)
 
+    @property
+    def joined(self) -> bool:
+        """True once this member exchanged state with another (sent or received)."""
+        return self._exchanged
+
+    @property
+    def max_message_bytes(self) -> int:
+        """The largest payload :meth:`send` takes: what fits in one datagram."""
+        # Room for the message and for what this member believes of the
+        # receiver, added when that is not ALIVE (see _compose_packet).
+        room = self.config.max_packet_bytes - self._envelope - RECORD_ROOM
+        overhead = self._codec.message_size(UserMessage(b"\0" * room)) - room
+        return room - overhead
+
+    @property
+    def max_reliable_bytes(self) -> int:
+        """The largest payload :meth:`send_reliable` takes: what fits in one frame."""
+        return self.config.max_stream_bytes - self._envelope - _STREAM_SLACK
+
     def statistics(self) -> MemberStatistics:
         """A snapshot of the protocol's counters.
 
@@ -493,6 +615,7 @@ class Swim:
             refused_broadcasts=c.refused_broadcasts,
             refused_incarnations=c.refused_incarnations,
             refused_rumours=c.refused_rumours,
+            refused_metadata=c.refused_metadata,
             ignored_acks=c.ignored_acks,
             evicted_unverified=c.evicted_unverified,
             probes_sent=c.probes_sent,
@@ -515,8 +638,8 @@ class Swim:
         (with its own record, so that an answer is no larger than it)."""
         return self._encode([Announce(), self._update_message(self.me, self.address)])
 
-    def _encode(self, messages: list[Message]) -> bytes:
-        data = self._codec.encode(self.address, messages)
+    def _encode(self, messages: list[Message], codec: Codec | None = None) -> bytes:
+        data = (codec or self._codec).encode(self.address, messages)
         if self._sealing and self.keyring is not None:
             data = self.keyring.seal(data, self._associated_data)
         return data
@@ -534,7 +657,7 @@ class Swim:
         self._now = now
         self._counts.packets_received += 1
         self._counts.bytes_received += len(data)
-        packet, sealed = self._open(data)
+        packet, sealed = self._open(data, self._codec)
         if isinstance(packet, DropReason):
             self._drops[packet] += 1
             return
@@ -562,19 +685,19 @@ class Swim:
         self._carries_own_record = not self._sender_verified and _mentions(packet, sender)
         self._handle_packet(packet, now)
 
-    def _open(self, data: bytes) -> tuple[Packet | DropReason, bool]:
-        """Decode one datagram, opening it first if it is sealed."""
-        if len(data) > self.config.max_packet_bytes:
+    def _open(self, data: bytes, codec: Codec) -> tuple[Packet | DropReason, bool]:
+        """Decode one datagram (or stream frame), opening it first if it is sealed."""
+        if len(data) > codec.max_packet_bytes:
             return DropReason.OVERSIZED, False
         if is_sealed(data) and len(data) >= SEAL_OVERHEAD:
             keyring = self.keyring
             opened = None if keyring is None else keyring.open(data, self._associated_data)
             if opened is None:
                 return DropReason.UNAUTHENTICATED, False
-            return self._codec.decode(opened), True
+            return codec.decode(opened), True
         if self.keyring is not None and not self.config.accept_plaintext:
             return DropReason.UNAUTHENTICATED, False
-        return self._codec.decode(data), False
+        return codec.decode(data), False
 
     def tick(self, now: float) -> None:
         """Fire every timer due at or before ``now`` (in deadline order)."""
@@ -614,17 +737,77 @@ class Swim:
         self._seen.first_time((self.address, self._broadcast_seq), now)
         self._queue_broadcast(message)
 
+    def set_metadata(self, metadata: bytes, now: float) -> None:
+        """Announce new metadata for this member (at a new incarnation).
+
+        Raises :class:`MetadataTooLarge` over ``Config.max_metadata_bytes``.
+        """
+        if len(metadata) > self.config.max_metadata_bytes:
+            raise MetadataTooLarge(
+                f"metadata of {len(metadata)} bytes is over max_metadata_bytes="
+                f"{self.config.max_metadata_bytes}"
+            )
+        if self._leave_seq is not None:
+            return
+        self._now = now
+        node = self._table.set_own_metadata(bytes(metadata))
+        self._queue_update(self._update_message(node, self.address))
+
+    def send(self, address: str, payload: bytes, now: float) -> None:
+        """Send ``payload`` to the member at ``address`` in one datagram (best effort).
+
+        It arrives as :class:`~trio_swim.MessageReceived`. Raises
+        :class:`MessageTooLarge` over :attr:`max_message_bytes`.
+        """
+        limit = self.max_message_bytes
+        if len(payload) > limit:
+            raise MessageTooLarge(
+                f"message of {len(payload)} bytes is over the {limit} bytes one datagram "
+                f"carries (max_packet_bytes={self.config.max_packet_bytes}); "
+                "use send_reliable for more"
+            )
+        if self._leave_seq is not None:
+            return
+        self._now = now
+        self._send(address, [UserMessage(bytes(payload))])
+
+    def send_reliable(self, address: str, payload: bytes, now: float) -> int:
+        """Send ``payload`` to the member at ``address`` over a TCP stream.
+
+        Returns a token; :class:`StreamDone` with it reports whether the
+        receiver acknowledged the message. Raises :class:`MessageTooLarge`
+        over :attr:`max_reliable_bytes`.
+        """
+        limit = self.max_reliable_bytes
+        if len(payload) > limit:
+            raise MessageTooLarge(
+                f"message of {len(payload)} bytes is over the {limit} bytes one stream "
+                f"frame carries (max_stream_bytes={self.config.max_stream_bytes})"
+            )
+        self._now = now
+        token = self._next_seq()
+        if self._leave_seq is not None or not self._open_stream(
+            _Stream(_Stream.MESSAGE, address),
+            token,
+            [UserMessage(bytes(payload))],
+            self.config.stream_timeout_millis / 1000,
+        ):
+            self._events.append(StreamDone(token, False))
+        return token
+
     def join(self, addresses: Iterable[str], now: float) -> None:
         """Exchange full state with each address (canonical ``host:port``).
 
-        Each that answers is reported as :class:`SyncAnswered`.
+        Over a TCP stream first (one round trip, whatever the size of the
+        state), over UDP if that fails. Each that answers is reported as
+        :class:`SyncAnswered`.
         """
         if self._leave_seq is not None:
             return
         self._now = now
         for target in dict.fromkeys(addresses):
             if target != self.address:
-                self._send_state(target, want_reply=True)
+                self._send_state(target, want_reply=True, stream=True)
 
     def set_seeds(self, addresses: Iterable[str], now: float) -> None:
         """The members to join at start (``initial_hosts``, resolved).
@@ -680,9 +863,133 @@ class Swim:
         """The next event or runner notice; None when there is none."""
         return self._events.popleft() if self._events else None
 
+    def next_stream(self) -> StreamRequest | None:
+        """The next TCP exchange to carry out (see :class:`StreamRequest`)."""
+        return self._stream_out.popleft() if self._stream_out else None
+
+    # ------------------------------------------------------------- streams
+
+    def handle_stream(self, data: bytes, now: float, source: str) -> bytes | None:
+        """Answer one frame that arrived on a TCP stream from ``source``.
+
+        ``source`` is the peer's ``ip:port`` (its port is an ephemeral one):
+        an unsealed frame must claim a sender on that IP. Returns the answer
+        frame's body (to send back on the stream), or None to close the
+        stream without one (the frame was refused and counted). Never raises.
+        """
+        self._now = now
+        self._counts.packets_received += 1
+        self._counts.bytes_received += len(data)
+        packet, sealed = self._open(data, self._stream_codec)
+        if isinstance(packet, DropReason):
+            self._drops[packet] += 1
+            return None
+        sender = packet.sender
+        if sender == self.address or not self._valid_address(sender):
+            self._drops[DropReason.MALFORMED] += 1
+            return None
+        if not sealed and not _same_host(sender, source):
+            self._drops[DropReason.SPOOFED] += 1
+            return None
+        if self._leave_seq is not None:
+            return None
+        self._reply_to = sender
+        self._sender_known = self._table.get(sender) is not None or sender in self._seeds
+        if sealed:
+            self._table.verify(sender)
+        # The connection proves the sender's IP, and what goes back goes
+        # back on it: nothing here can be aimed at a third party.
+        self._sender_verified = True
+        self._carries_own_record = False
+        self._stream_reply = []
+        self._in_stream = True
+        try:
+            self._handle_packet(packet, now)
+            reply = self._stream_reply
+        finally:
+            self._stream_reply = None
+            self._in_stream = False
+        return self._encode(reply, self._stream_codec)
+
+    def stream_reply(self, token: int, data: bytes | None, now: float) -> None:
+        """The answer to the exchange ``token`` (see :meth:`next_stream`);
+        None if it failed (refused, reset, timed out). Never raises."""
+        self._now = now
+        stream = self._streams.pop(token, None)
+        if stream is None:
+            return
+        packet = self._answer_of(stream, token, data)
+        ok = packet is not None
+        if packet is None:
+            self._counts.stream_failures += 1
+        else:
+            self._counts.stream_exchanges += 1
+        if stream.kind == _Stream.PROBE:
+            probe = self._probe
+            if (
+                packet is not None
+                and probe is not None
+                and probe.seq == stream.probe_seq
+                and not probe.acked
+            ):
+                self._counts.tcp_probes_saved += 1
+                probe.acked = True
+                self._conclude_probe(probe, now)
+        elif stream.kind == _Stream.STATE and packet is None:
+            if self._leave_seq is None:
+                self._send_state(stream.target, want_reply=True, stream=False)
+        elif stream.kind == _Stream.MESSAGE:
+            self._events.append(StreamDone(token, ok))
+        if packet is not None and self._leave_seq is None:
+            self._table.verify(stream.target)
+            self._reply_to = stream.target
+            self._sender_known = True
+            self._sender_verified = True
+            self._carries_own_record = False
+            self._in_stream = True
+            try:
+                self._handle_packet(packet, now)
+            finally:
+                self._in_stream = False
+
+    def _answer_of(self, stream: _Stream, token: int, data: bytes | None) -> Packet | None:
+        """The answer's packet without its ack of ``token``; None if it is no answer."""
+        if data is None:
+            return None
+        self._counts.packets_received += 1
+        self._counts.bytes_received += len(data)
+        packet, _ = self._open(data, self._stream_codec)
+        if isinstance(packet, DropReason):
+            self._drops[packet] += 1
+            return None
+        if packet.sender != stream.target:
+            self._drops[DropReason.SPOOFED] += 1
+            return None
+        acked = Ack(token)
+        if acked not in packet.messages:
+            return None
+        rest = [m for m in packet.messages if m != acked]
+        return Packet(packet.version, packet.cluster, packet.sender, rest)
+
+    def _open_stream(
+        self, stream: _Stream, token: int, messages: list[Message], timeout: float
+    ) -> bool:
+        """Ask the runner for a TCP exchange; False if too many are open."""
+        if len(self._streams) >= MAX_OPEN_STREAMS:
+            return False
+        self._streams[token] = stream
+        data = self._encode([Ping(token), *messages], self._stream_codec)
+        self._counts.packets_sent += 1
+        self._counts.bytes_sent += len(data)
+        self._stream_out.append(StreamRequest(token, stream.target, data, timeout))
+        return True
+
     # ------------------------------------------------------------- sending
 
     def _send(self, address: str, messages: list[Message], *, bare: bool = False) -> None:
+        if self._stream_reply is not None and address == self._reply_to:
+            self._stream_reply.extend(messages)
+            return
         if len(self._outbox) >= SEND_QUEUE_SIZE:
             self._counts.dropped_send_queue_full += 1
             return
@@ -709,8 +1016,13 @@ class Swim:
             return None
         return self._encode(messages + piggyback)
 
-    def _update_message(self, node: Node, source: str) -> Update:
-        return Update(node.address, _WIRE_STATUS[node.status], node.incarnation, source)
+    def _update_message(self, node: Node, source: str, *, full: bool = False) -> Update:
+        """The wire record of ``node``; it carries the metadata if ALIVE (the
+        member's own announcement), or in a state exchange (``full``)."""
+        metadata = (
+            node.metadata if node.metadata and (full or node.status is Status.ALIVE) else None
+        )
+        return Update(node.address, _WIRE_STATUS[node.status], node.incarnation, source, metadata)
 
     def _record_source(self, node: Node) -> str:
         """Who a relayed record is attributed to.
@@ -746,19 +1058,55 @@ class Swim:
         self._gossip_armed = True
         self._timers.push(self._gossip_next, GossipDue())
 
-    def _send_state(self, address: str, *, want_reply: bool) -> None:
-        """Send the whole table to ``address``, split over as many datagrams as needed."""
-        budget = self.config.max_packet_bytes - self._envelope - _SYNC_HEADER_SLACK
+    def _state_records(self, budget: int) -> tuple[list[Update], int]:
+        """Records of the whole table (this member's first), as many as fit in
+        ``budget`` bytes, and the bytes they take."""
+        me = self._table.me
+        records = [self._update_message(me, self.address, full=True)]
+        used = self._codec.message_size(records[0])
+        for node in self._table.nodes():
+            if node.address == me.address:
+                continue
+            update = self._update_message(node, self._record_source(node), full=True)
+            size = self._codec.message_size(update)
+            if used + size > budget:
+                break
+            records.append(update)
+            used += size
+        return records, used
+
+    def _send_state(self, address: str, *, want_reply: bool, stream: bool | None = None) -> None:
+        """Send the whole table to ``address``.
+
+        On a stream being answered, it goes back on the stream, in one
+        message. A request (``want_reply``) goes over a TCP stream when
+        ``stream`` is True, or is None and the state does not fit in one
+        datagram (and falls back to UDP if that fails); else it is split
+        over as many datagrams as needed.
+        """
+        if self._stream_reply is not None and address == self._reply_to:
+            budget = self.config.max_stream_bytes - self._envelope - _STREAM_SLACK
+            self._stream_reply.append(Sync(want_reply, self._state_records(budget)[0]))
+            return
+        datagram = self.config.max_packet_bytes - self._envelope - _SYNC_HEADER_SLACK
         receiver = self._table.get(address)
         if receiver is not None and receiver.status is not Status.ALIVE:
             # Room for what we believe of the receiver (see _compose_packet).
-            budget -= self._codec.message_size(self._update_message(receiver, self.address))
+            datagram -= self._codec.message_size(self._update_message(receiver, self.address))
+        if want_reply and stream is not False and not self._in_stream:
+            budget = self.config.max_stream_bytes - self._envelope - _STREAM_SLACK
+            records, used = self._state_records(budget)
+            timeout = self.config.stream_timeout_millis / 1000
+            if (stream or used > datagram) and self._open_stream(
+                _Stream(_Stream.STATE, address), self._next_seq(), [Sync(True, records)], timeout
+            ):
+                return
         chunk: list[Update] = []
         used = 0
         for node in self._table.nodes():
-            update = self._update_message(node, self._record_source(node))
+            update = self._update_message(node, self._record_source(node), full=True)
             size = self._codec.message_size(update)
-            if chunk and used + size > budget:
+            if chunk and used + size > datagram:
                 self._send(address, [Sync(want_reply, chunk)])
                 want_reply, chunk, used = False, [], 0
             chunk.append(update)
@@ -802,6 +1150,8 @@ class Swim:
                     self._on_sync(sender, message, now)
                 case Announce():
                     self._on_announce(sender, now)
+                case UserMessage(payload=payload):
+                    self._events.append(MessageReceived(sender, payload, self._in_stream))
                 case _:
                     _assert_never(message)
         self._notice_if_dead(sender, now)
@@ -904,6 +1254,9 @@ class Swim:
         finally:
             self._in_state_exchange = False
         self._events.append(SyncAnswered(sender))
+        if not self._exchanged:
+            self._exchanged = True
+            self._events.append(Joined(sender, len(self._table)))
         if not self._joined and sender in self._seeds:
             self._on_joined(now)
         if message.want_reply:
@@ -1025,7 +1378,11 @@ class Swim:
             return
         if not self._plausible(address, update.incarnation):
             return
-        self._apply(address, status, update.incarnation, update.source, now, sender)
+        metadata = update.metadata
+        if metadata is not None and len(metadata) > self.config.max_metadata_bytes:
+            self._counts.refused_metadata += 1
+            return
+        self._apply(address, status, update.incarnation, update.source, now, sender, metadata)
 
     def _plausible(self, address: str, incarnation: int) -> bool:
         """An incarnation this member may adopt: at most MAX_INCARNATION, and
@@ -1046,10 +1403,11 @@ class Swim:
         source: str,
         now: float,
         sender: str | None,
+        metadata: bytes | None = None,
     ) -> None:
         """Merge what ``source`` believes of ``address``; ``sender`` carried it
         (None for this member's own verdicts)."""
-        result = self._table.apply(address, status, incarnation, now)
+        result = self._table.apply(address, status, incarnation, now, metadata)
         if isinstance(result, Refused):
             if result is Refused.TABLE_FULL:
                 self._counts.refused_table_full += 1
@@ -1123,6 +1481,8 @@ class Swim:
             self._events.append(
                 StatusChanged(node, node.status, None if previous is None else previous.status)
             )
+        if previous is not None and previous.metadata != node.metadata:
+            self._events.append(MetadataChanged(node, previous.metadata))
 
     def _suspicion_of(self, address: str) -> Suspicion | None:
         """The suspicion of ``address`` if it is the current one: the member is
@@ -1206,7 +1566,7 @@ class Swim:
                 else:
                     self._gossip_armed = False
             case SyncDue():
-                interval = self.config.sync_interval_seconds
+                interval = self.config.sync_interval_seconds * self._push_pull_scale()
                 self._timers.push(now + self._jittered(interval), SyncDue())
                 for target in self._table.random_live(1):
                     self._send_state(target, want_reply=True)
@@ -1217,8 +1577,9 @@ class Swim:
             case SeedWaitOver(attempt=attempt):
                 if not self._joined and attempt == self._seed_attempt:
                     self._seed_attempt += 1
-                    retry_at = now + self._rng.uniform(0, self._seed_wait)
-                    self._timers.push(retry_at, SeedAttempt(self._seed_attempt))
+                    retry_in = self._rng.uniform(0, self._seed_wait)
+                    self._timers.push(now + retry_in, SeedAttempt(self._seed_attempt))
+                    self._events.append(JoinRetrying(tuple(self._seeds), retry_in))
                     self._seed_wait = min(self._seed_wait * 2, SEED_RECHECK_SECONDS)
             case FollowUpSync():
                 for target in self._table.random_live(1):
@@ -1324,6 +1685,12 @@ class Swim:
         for helper in helpers:
             self._send(helper, [PingReq(seq, probe.target)])
         probe.asked = frozenset(helpers)
+        if self.config.tcp_fallback_probe:
+            # What is left of the period: the probe's verdict comes at its end.
+            left = self.config.period * self._health.multiplier - (self._now - probe.sent_at)
+            stream = _Stream(_Stream.PROBE, probe.target, seq)
+            if left > 0 and self._open_stream(stream, self._next_seq(), [], left):
+                self._counts.tcp_probes_sent += 1
 
     def _conclude_probe(self, probe: _Probe, now: float) -> None:
         """The probe was answered, or its period ended without an answer."""
@@ -1377,6 +1744,14 @@ class Swim:
     @property
     def _retransmit_limit(self) -> int:
         return retransmit_limit(self.config.retransmit_mult, self._table.live_count)
+
+    def _push_pull_scale(self) -> int:
+        """How many times the base state-exchange interval to wait: 1 up to
+        PUSH_PULL_SCALE_THRESHOLD members, then one more per doubling."""
+        n = self._table.live_count
+        if n <= PUSH_PULL_SCALE_THRESHOLD:
+            return 1
+        return math.ceil(math.log2(n) - math.log2(PUSH_PULL_SCALE_THRESHOLD)) + 1
 
     def _jittered(self, interval: float) -> float:
         """``interval`` times 0.5 .. 1.5, so members started together drift apart."""

@@ -43,10 +43,18 @@ Which one to use:
 Both draw loss, latency and jitter from the same :class:`LinkModel`, with the
 same generators seeded the same way; one seed need not give the same run on
 both, since the runner and the simulation feed the core at different moments.
+Both carry TCP streams too (state exchanges, fallback probes, reliable
+messages): each way takes the link's latency and delays, a partition or a
+crash leaves the exchange unanswered until its timeout, and ``loss`` does
+not apply (TCP retransmits; loss here models UDP loss alone).
+
+For a service's own trio tests, :func:`wait_converged` waits until members
+see each other ALIVE.
 """
 
 from __future__ import annotations
 
+import errno
 import heapq
 import itertools
 import math
@@ -59,9 +67,17 @@ import trio
 
 from .addresses import canonical_address, format_address, split_address
 from .config import Config
-from .events import BroadcastReceived, MemberEvent, MemberRemoved, StatusChanged
+from .events import (
+    BroadcastReceived,
+    MemberEvent,
+    MemberRemoved,
+    MessageReceived,
+    MetadataChanged,
+    StatusChanged,
+)
 from .member import Member, run_member
 from .membership import Node, Status
+from .transport import StreamCounters, StreamHandler, StreamLimits
 
 if TYPE_CHECKING:
     from .protocol import MemberStatistics, Swim
@@ -254,6 +270,24 @@ class LinkModel:
         self.delivered += 1
         return max(arrives, link.paused_until)
 
+    def route_stream(self, source: Link, target: str, now: float) -> float | None:
+        """When one leg of a stream exchange sent at ``now`` reaches ``target``;
+        None if it never does (crash, partition, no such address).
+
+        No loss and no draw from any generator: streams leave the datagram
+        draws, and so the rest of a seeded run, as they were.
+        """
+        link = self.links.get(target)
+        if (
+            link is None
+            or source.crashed
+            or link.crashed
+            or (self._cuts and self.cut(source.address, target))
+        ):
+            return None
+        sent_at = max(now, source.paused_until) + source.outbound_delay
+        return max(sent_at + self.latency + link.inbound_delay, link.paused_until)
+
     def cut(self, a: str, b: str) -> bool:
         """True if a partition separates ``a`` from ``b``."""
         return any(
@@ -273,6 +307,8 @@ class _Endpoint:
         self.closed = False
         self.inbox: list[tuple[float, int, bytes, str]] = []
         self._wakeup = trio.Event()
+        self.stream_handler: StreamHandler | None = None
+        self._stream_counters = StreamCounters()
 
     @property
     def local_address(self) -> str:
@@ -307,9 +343,43 @@ class _Endpoint:
         if self.inbox[0][1] == order:
             self._wakeup.set()
 
-    async def resolve(self, text: str) -> str:
+    async def resolve(self, text: str) -> list[str]:
         await trio.lowlevel.checkpoint()
-        return _resolve(text)
+        return [_resolve(text)]
+
+    async def request(self, address: str, data: bytes, limits: StreamLimits) -> bytes:
+        model = self._network.link_model
+        arrives = model.route_stream(self.link, address, trio.current_time())
+        target = self._network._endpoints.get(address)
+        if target is None or target.closed:
+            await trio.lowlevel.checkpoint()
+            raise ConnectionRefusedError(errno.ECONNREFUSED, f"{address}: connection refused")
+        if arrives is None:
+            await trio.sleep_forever()  # the caller's timeout ends it
+        await trio.sleep_until(arrives)
+        handler = target.stream_handler
+        if handler is None or target.link.crashed or len(data) > limits.max_frame:
+            raise ConnectionResetError(errno.ECONNRESET, f"{address}: connection reset")
+        target._stream_counters.accepted += 1
+        answer = handler(data, self.link.address)
+        back = model.route_stream(target.link, self.link.address, trio.current_time())
+        if back is None:
+            await trio.sleep_forever()
+        await trio.sleep_until(back)
+        if answer is None or len(answer) > limits.max_frame:
+            raise ConnectionResetError(errno.ECONNRESET, f"{address}: no answer on the stream")
+        return answer
+
+    async def serve_streams(self, handler: StreamHandler, limits: StreamLimits) -> None:
+        self.stream_handler = handler
+        try:
+            await trio.sleep_forever()
+        finally:
+            self.stream_handler = None
+
+    @property
+    def stream_counters(self) -> StreamCounters:
+        return self._stream_counters
 
     def close(self) -> None:
         self.closed = True
@@ -409,7 +479,7 @@ class SimNetwork:
         member starts from the wall clock; here 0 keeps runs reproducible).
         """
         config = Config() if config is None else config
-        address = self.link_model.bind(config.listen_ip, config.listen_port)
+        address = self.link_model.bind(*_bind_address(config))
         link = self.link_model.open(address)
         endpoint = _Endpoint(self, link)
         self._endpoints[address] = endpoint
@@ -451,7 +521,31 @@ def seed_trio_scheduler(seed: int) -> None:
 
 # --------------------------------------------------------------- Simulation
 
-_USER_EVENTS: Final = (StatusChanged, BroadcastReceived, MemberRemoved)
+_USER_EVENTS: Final = (
+    StatusChanged,
+    MetadataChanged,
+    BroadcastReceived,
+    MessageReceived,
+    MemberRemoved,
+)
+
+
+class _StreamLeg:
+    """One leg of a stream exchange in flight in a :class:`Simulation`: the
+    request to the answerer, or the answer (None: the exchange failed) back
+    to the initiator."""
+
+    __slots__ = ("answer", "data", "deadline", "initiator", "token")
+
+    def __init__(
+        self, initiator: SimMember, token: int, deadline: float, data: bytes | None, answer: bool
+    ) -> None:
+        self.initiator = initiator
+        self.token = token
+        self.deadline = deadline
+        """When the initiator gives up (the request's timeout)."""
+        self.data = data
+        self.answer = answer
 
 
 class SimMember:
@@ -537,7 +631,7 @@ class Simulation:
         self.now = 0.0
         """The virtual time, in seconds (starts at 0)."""
         self._members: dict[str, SimMember] = {}
-        self._deliveries: list[tuple[float, int, SimMember, bytes, str]] = []
+        self._deliveries: list[tuple[float, int, SimMember, bytes | _StreamLeg, str]] = []
         self._timers: list[tuple[float, int, int, SimMember]] = []
         self._order = itertools.count()
 
@@ -560,7 +654,7 @@ class Simulation:
         """
         from .protocol import Swim
 
-        address = self.link_model.bind(config.listen_ip, config.listen_port)
+        address = self.link_model.bind(*_bind_address(config))
         link = self.link_model.open(address)
         rng = random.Random(f"{self.seed}/member/{address}/{link.opened}")
         swim = Swim(config, address, rng=rng, incarnation=incarnation, now=self.now)
@@ -717,6 +811,9 @@ class Simulation:
             while True:
                 if deliveries and deliveries[0][0] <= now:
                     target, data, sender = pop(deliveries)[2:]
+                    if data.__class__ is not bytes:
+                        self._stream_leg(target, data, sender)  # type: ignore[arg-type]
+                        continue
                     if target.closed or target.link.crashed:
                         continue
                     target.swim.receive(data, now, sender)
@@ -738,6 +835,26 @@ class Simulation:
             self.now = end
         return False
 
+    def _stream_leg(self, at: SimMember, leg: _StreamLeg, sender: str) -> None:
+        """A stream leg arrived at ``at`` (the answerer, or back at the initiator)."""
+        now = self.now
+        initiator = leg.initiator
+        if leg.answer:
+            if not (initiator.closed or initiator.link.crashed):
+                initiator.swim.stream_reply(leg.token, leg.data, now)
+                self._after_input(initiator)
+            return
+        answer = None
+        if not (at.closed or at.link.crashed) and leg.data is not None:
+            answer = at.swim.handle_stream(leg.data, now, sender)
+            self._after_input(at)
+        back = self.link_model.route_stream(at.link, initiator.address, now)
+        if back is None or back > leg.deadline:
+            # The answer cannot make it: the initiator gives up at its timeout.
+            back, answer = leg.deadline, None
+        reply = _StreamLeg(initiator, leg.token, leg.deadline, answer, answer=True)
+        heapq.heappush(self._deliveries, (back, next(self._order), initiator, reply, at.address))
+
     def _after_input(self, member: SimMember) -> None:
         """Carry out what ``member``'s core asks after an input."""
         swim = member.swim
@@ -753,6 +870,14 @@ class Simulation:
             if arrives is not None:
                 delivery = (arrives, next(order), members[target], data, member.address)
                 heapq.heappush(deliveries, delivery)
+        while (request := swim.next_stream()) is not None:
+            give_up = now + request.timeout
+            leg = _StreamLeg(member, request.token, give_up, request.data, answer=False)
+            reaches = self.link_model.route_stream(source, request.address, now)
+            answerer = members.get(request.address)
+            if reaches is None or answerer is None or reaches > give_up:
+                leg.data, leg.answer, answerer, reaches = None, True, member, give_up
+            heapq.heappush(deliveries, (reaches, next(order), answerer, leg, member.address))
         on_event = member.on_event
         while (event := swim.next_event()) is not None:
             if on_event is not None and isinstance(event, _USER_EVENTS):
@@ -795,6 +920,29 @@ def converged(members: Iterable[Observed]) -> bool:
     """True if every one of ``members`` sees every one of them ALIVE (and no more)."""
     members = list(members)
     return all(len(m.healthy_members()) == len(members) for m in members)
+
+
+# The timeout is the helper's whole point (fail_after around it would do the
+# same, less clearly), and membership has no single event to wait on.
+async def wait_converged(*members: Member, timeout: float) -> None:  # noqa: ASYNC109
+    """Wait until every one of ``members`` sees every one of them ALIVE.
+
+    For a service's own tests: raises :class:`trio.TooSlowError` if that
+    takes longer than ``timeout`` seconds (of trio's clock, so a
+    ``MockClock`` makes it instant). Checks after every protocol period
+    and a tenth of one.
+    """
+    step = min(m.config.period for m in members) / 10 if members else 0.01
+    with trio.fail_after(timeout):
+        while not converged(members):  # noqa: ASYNC110
+            await trio.sleep(step)
+
+
+def _bind_address(config: Config) -> tuple[str, int]:
+    """Where a simulated member sits: its advertised address, if it has one."""
+    if config.advertise_address:
+        return split_address(config.advertise_address)
+    return config.listen_ip, config.listen_port
 
 
 def _resolve(text: str) -> str:

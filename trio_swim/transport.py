@@ -1,16 +1,59 @@
-"""How members exchange datagrams: the Transport protocol and UDP over trio.socket."""
+"""How members reach each other: the Transport protocol, and UDP plus a TCP
+stream listener over trio sockets.
+
+Datagrams carry the protocol. Streams carry what does not fit in one, or
+must arrive: one exchange per connection, a request frame and an answer
+frame (see :func:`trio_swim.wire.stream_frame`), bounded in size, time and
+number (:class:`StreamLimits`).
+"""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import socket
+from collections.abc import Callable
 from typing import Protocol
 
 import trio
 
 from .addresses import AddressError, format_address, split_address
+from .wire import STREAM_HEADER_BYTES, stream_frame, stream_frame_length
 
 _RECEIVE_BYTES = 65_536
+# Connections the stream listener serves at once; more are closed at once.
+MAX_STREAM_CONNECTIONS = 64
+# Bytes read from a stream per receive call.
+_STREAM_CHUNK = 65_536
+_LISTEN_BACKLOG = 128
+# Tries at a port free for both UDP and TCP when binding port 0.
+_BIND_ATTEMPTS = 20
+
+StreamHandler = Callable[[bytes, str], "bytes | None"]
+"""Answers one request frame's body from a peer (``ip:port``): the answer's body, or None."""
+
+
+@dataclasses.dataclass
+class StreamLimits:
+    """Bounds of one stream exchange, either side."""
+
+    max_frame: int
+    """Largest frame body read (larger: the connection is cut at its header)."""
+    timeout: float
+    """Seconds a connection may take, from accept to answer sent."""
+
+
+@dataclasses.dataclass
+class StreamCounters:
+    """What the stream listener refused (read by ``Member.statistics()``)."""
+
+    accepted: int = 0
+    refused: int = 0
+    """Closed at once: MAX_STREAM_CONNECTIONS were being served."""
+    dropped: int = 0
+    """Cut: a frame that is not one, too large, or not complete in time."""
+
+
 # Parsed destination addresses and formatted source addresses kept; each cache
 # is cleared when it fills.
 _ADDRESS_CACHE_LIMIT = 4096
@@ -37,8 +80,27 @@ class Transport(Protocol):
         """Wait for the next datagram: (data, source address)."""
         ...
 
-    async def resolve(self, text: str) -> str:
-        """Turn ``host[:port]`` (a name or an IP) into a canonical IP address."""
+    async def resolve(self, text: str) -> list[str]:
+        """Turn ``host[:port]`` (a name or an IP) into canonical IP addresses
+        (every address a name has in this endpoint's family, in order)."""
+        ...
+
+    async def request(self, address: str, data: bytes, limits: StreamLimits) -> bytes:
+        """One stream exchange with ``address``: send ``data``, return the answer.
+
+        Raises :class:`OSError` or :class:`trio.BrokenResourceError` if it
+        cannot be done (refused, reset, closed without an answer, an answer
+        over the limit); the caller bounds the time.
+        """
+        ...
+
+    async def serve_streams(self, handler: StreamHandler, limits: StreamLimits) -> None:
+        """Answer stream exchanges with ``handler`` until cancelled."""
+        ...
+
+    @property
+    def stream_counters(self) -> StreamCounters:
+        """What the stream listener accepted and refused so far."""
         ...
 
     def close(self) -> None:
@@ -47,9 +109,10 @@ class Transport(Protocol):
 
 
 class UdpTransport:
-    """A bound UDP socket (IPv4 or IPv6)."""
+    """A bound UDP socket (IPv4 or IPv6) and, on the same port number, a TCP
+    listener for streams."""
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, listener: socket.socket | None = None) -> None:
         # One socket: the trio wrapper waits for datagrams, and the plain
         # (non-blocking) one sends at once when it can.
         self._raw = sock
@@ -61,6 +124,8 @@ class UdpTransport:
         # Source addresses seen, as canonical text: formatting one parses the IP.
         self._sources: dict[tuple[str, int], str] = {}
         self.send_errors = 0
+        self._listener = None if listener is None else trio.socket.from_stdlib_socket(listener)
+        self._stream_counters = StreamCounters()
 
     @property
     def local_address(self) -> str:
@@ -124,21 +189,123 @@ class UdpTransport:
                 text = self._sources[key] = format_address(host, source[1])
             return data, text
 
-    async def resolve(self, text: str) -> str:
-        """Resolve a name (e.g. ``localhost:9999``) in this socket's family."""
-        host, port = split_address(text)
-        try:
-            infos = await trio.socket.getaddrinfo(host, port, self._family, socket.SOCK_DGRAM)
-        except socket.gaierror as exc:
-            raise AddressError(f"{text!r}: cannot resolve ({exc.strerror})") from None
-        if not infos:
-            raise AddressError(f"{text!r}: no address in this member's family")
-        sockaddr = infos[0][4]
-        return format_address(str(sockaddr[0]), int(sockaddr[1]))
+    async def resolve(self, text: str) -> list[str]:
+        """Resolve a name (e.g. ``localhost:9999``) in this socket's family: every
+        address it has (a headless service or a round-robin name has several)."""
+        return await resolve_address(text, self._family)
+
+    @property
+    def stream_counters(self) -> StreamCounters:
+        """What the stream listener accepted and refused so far."""
+        return self._stream_counters
+
+    async def request(self, address: str, data: bytes, limits: StreamLimits) -> bytes:
+        """Connect over TCP to ``address``, send one frame, read one back."""
+        host, port = split_address(address)
+        stream = await trio.open_tcp_stream(host, port)
+        async with stream:
+            await stream.send_all(stream_frame(data))
+            answer = await _read_frame(stream, limits.max_frame)
+        if answer is None:
+            raise ConnectionResetError(errno.ECONNRESET, f"{address}: no answer on the stream")
+        return answer
+
+    async def serve_streams(self, handler: StreamHandler, limits: StreamLimits) -> None:
+        """Accept connections and answer each one's frame with ``handler``.
+
+        At most :data:`MAX_STREAM_CONNECTIONS` at once (more are closed at
+        once, counted as refused); each must deliver a frame of at most
+        ``limits.max_frame`` bytes and be answered within ``limits.timeout``
+        seconds (else it is cut, counted as dropped).
+        """
+        listener = self._listener
+        if listener is None:
+            await trio.sleep_forever()
+            return
+        counters = self._stream_counters
+        active = 0
+
+        async def serve(sock: trio.socket.SocketType) -> None:
+            nonlocal active
+            stream = trio.SocketStream(sock)
+            try:
+                peer = sock.getpeername()
+                source = format_address(str(peer[0]).partition("%")[0], int(peer[1]))
+                with trio.move_on_after(limits.timeout) as scope:
+                    request = await _read_frame(stream, limits.max_frame)
+                    if request is None:
+                        counters.dropped += 1
+                        return
+                    answer = handler(request, source)
+                    if answer is not None:
+                        await stream.send_all(stream_frame(answer))
+                if scope.cancelled_caught:
+                    counters.dropped += 1
+            except (OSError, trio.BrokenResourceError):
+                counters.dropped += 1
+            finally:
+                active -= 1
+                sock.close()
+
+        async with trio.open_nursery() as nursery:
+            while True:
+                try:
+                    sock, _ = await listener.accept()
+                except OSError:
+                    # Out of file descriptors and the like: let it pass.
+                    await trio.sleep(0.01)
+                    continue
+                if active >= MAX_STREAM_CONNECTIONS:
+                    counters.refused += 1
+                    sock.close()
+                    continue
+                active += 1
+                counters.accepted += 1
+                nursery.start_soon(serve, sock)
 
     def close(self) -> None:
-        """Close the socket."""
+        """Close the sockets."""
         self._sock.close()
+        if self._listener is not None:
+            self._listener.close()
+
+
+async def _read_frame(stream: trio.SocketStream, max_frame: int) -> bytes | None:
+    """One frame's body; None if the stream ends early, is not framed, or the
+    frame is over ``max_frame`` (known from its header, before reading it)."""
+    header = await _read_exactly(stream, STREAM_HEADER_BYTES)
+    length = None if header is None else stream_frame_length(header)
+    if length is None or length > max_frame:
+        return None
+    return await _read_exactly(stream, length)
+
+
+async def _read_exactly(stream: trio.SocketStream, size: int) -> bytes | None:
+    buffer = bytearray()
+    while len(buffer) < size:
+        chunk = await stream.receive_some(min(_STREAM_CHUNK, size - len(buffer)))
+        if not chunk:
+            return None
+        buffer += chunk
+    return bytes(buffer)
+
+
+async def resolve_address(text: str, family: int) -> list[str]:
+    """Every canonical address of ``host[:port]`` in ``family``, first seen first.
+
+    Raises :class:`AddressError` if it does not resolve.
+    """
+    host, port = split_address(text)
+    try:
+        infos = await trio.socket.getaddrinfo(host, port, family, socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise AddressError(f"{text!r}: cannot resolve ({exc.strerror})") from None
+    addresses = [
+        format_address(str(info[4][0]).partition("%")[0], int(info[4][1])) for info in infos
+    ]
+    if not addresses:
+        raise AddressError(f"{text!r}: no address in this member's family")
+    return list(dict.fromkeys(addresses))
 
 
 class KillableTransport:
@@ -175,9 +342,28 @@ class KillableTransport:
             await trio.sleep_forever()
         return data, source
 
-    async def resolve(self, text: str) -> str:
+    async def resolve(self, text: str) -> list[str]:
         """Resolve like the wrapped transport."""
         return await self._inner.resolve(text)
+
+    async def request(self, address: str, data: bytes, limits: StreamLimits) -> bytes:
+        """A stream exchange, unless killed (then it never completes)."""
+        if self.killed:
+            await trio.sleep_forever()
+        return await self._inner.request(address, data, limits)
+
+    async def serve_streams(self, handler: StreamHandler, limits: StreamLimits) -> None:
+        """Serve streams like the wrapped transport; once killed, leave them unanswered."""
+
+        def answer(data: bytes, source: str) -> bytes | None:
+            return None if self.killed else handler(data, source)
+
+        await self._inner.serve_streams(answer, limits)
+
+    @property
+    def stream_counters(self) -> StreamCounters:
+        """The wrapped transport's counters."""
+        return self._inner.stream_counters
 
     def close(self) -> None:
         """Close the wrapped transport."""
@@ -188,24 +374,46 @@ class KillableTransport:
         self.killed = True
 
 
-async def open_udp_transport(ip: str, port: int) -> UdpTransport:
-    """Bind a UDP socket on ``ip:port`` (port 0: any free port).
+async def open_udp_transport(ip: str, port: int, *, streams: bool = True) -> UdpTransport:
+    """Bind a UDP socket on ``ip:port`` (port 0: any free port) and, with
+    ``streams``, a TCP listener on the same port number.
 
     Raises :class:`OSError` (errno ``EADDRINUSE``) if the port is taken.
     """
+    await trio.lowlevel.checkpoint()
     family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
+    for attempt in range(_BIND_ATTEMPTS):
+        sock = _bound_socket(family, socket.SOCK_DGRAM, ip, port)
+        if not streams:
+            return UdpTransport(sock)
+        try:
+            listener = _bound_socket(family, socket.SOCK_STREAM, ip, sock.getsockname()[1])
+        except OSError as exc:
+            sock.close()
+            if port != 0 or exc.errno != errno.EADDRINUSE or attempt == _BIND_ATTEMPTS - 1:
+                raise
+            continue  # the free UDP port is taken over TCP: pick another
+        listener.listen(_LISTEN_BACKLOG)
+        return UdpTransport(sock, listener)
+    raise AssertionError("unreachable")
+
+
+def _bound_socket(family: int, kind: int, ip: str, port: int) -> socket.socket:
+    sock = socket.socket(family, kind)
     try:
         sock.setblocking(False)
         if family == socket.AF_INET6:
             sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-        await trio.lowlevel.checkpoint()
+        if kind == socket.SOCK_STREAM:
+            # A restarted member rebinds its port while old connections linger.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((ip, port))
     except OSError as exc:
         sock.close()
         if exc.errno == errno.EADDRINUSE:
+            what = "TCP" if kind == socket.SOCK_STREAM else "UDP"
             raise OSError(
-                exc.errno, f"address {format_address(ip, port)} is already in use"
+                exc.errno, f"address {format_address(ip, port)} is already in use ({what})"
             ) from None
         raise
-    return UdpTransport(sock)
+    return sock

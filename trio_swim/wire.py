@@ -21,6 +21,11 @@ PROTOCOL_VERSION: Final = 1
 Address = Annotated[str, msgspec.Meta(max_length=64)]
 Incarnation = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Seq = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Metadata = Annotated[bytes, msgspec.Meta(max_length=65_535)]
+
+STREAM_MAGIC: Final = b"SW"
+"""First bytes of every frame on a TCP stream, before its 4-byte length."""
+STREAM_HEADER_BYTES: Final = 6
 
 
 class WireStatus(enum.IntEnum):
@@ -58,12 +63,18 @@ class Nack(msgspec.Struct, tag=4, array_like=True, frozen=True):
 
 
 class Update(msgspec.Struct, tag=5, array_like=True, frozen=True):
-    """What ``source`` believes of ``address``: status at an incarnation."""
+    """What ``source`` believes of ``address``: status at an incarnation.
+
+    ``metadata`` is what the member says about itself at that incarnation;
+    None: not carried (a record without it keeps what the receiver knew).
+    A record of a member with no metadata carries None (one byte).
+    """
 
     address: Address
     status: WireStatus
     incarnation: Incarnation
     source: Address
+    metadata: Metadata | None = None
 
 
 class UserBroadcast(msgspec.Struct, tag=6, array_like=True, frozen=True):
@@ -85,7 +96,13 @@ class Announce(msgspec.Struct, tag=8, array_like=True, frozen=True):
     """Multicast discovery: the sender is a member and can be joined."""
 
 
-Message = Ping | Ack | PingReq | Nack | Update | UserBroadcast | Sync | Announce
+class UserMessage(msgspec.Struct, tag=9, array_like=True, frozen=True):
+    """A user payload for the receiver alone (``Member.send``, ``send_reliable``)."""
+
+    payload: bytes
+
+
+Message = Ping | Ack | PingReq | Nack | Update | UserBroadcast | Sync | Announce | UserMessage
 
 
 class Packet(msgspec.Struct, array_like=True, frozen=True):
@@ -113,6 +130,18 @@ class DropReason(enum.Enum):
     """Sealed with no key this member holds, or plaintext where a key is required."""
     SPOOFED = "spoofed"
     """Unsealed, and the sender it claims is not the address it came from."""
+
+
+def stream_frame(body: bytes) -> bytes:
+    """``body`` (an encoded, maybe sealed, packet) framed for a TCP stream."""
+    return STREAM_MAGIC + len(body).to_bytes(4, "big") + body
+
+
+def stream_frame_length(header: bytes) -> int | None:
+    """The body length a frame header announces; None if it is not a header."""
+    if len(header) != STREAM_HEADER_BYTES or header[:2] != STREAM_MAGIC:
+        return None
+    return int.from_bytes(header[2:], "big")
 
 
 class Codec:
