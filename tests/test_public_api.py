@@ -10,6 +10,10 @@ import trio_swim.protocol
 import trio_swim.testing
 
 DOCUMENTED = {
+    "AddressError",
+    "DeliveryFailed",
+    "MessageTooLarge",
+    "MetadataTooLarge",
     "BroadcastReceived",
     "BroadcastTooLarge",
     "Config",

@@ -623,11 +623,20 @@ class Simulation:
     """
 
     def __init__(
-        self, seed: int = 0, loss: float = 0.0, latency: float = 0.001, jitter: float = 0.0
+        self,
+        seed: int = 0,
+        loss: float = 0.0,
+        latency: float = 0.001,
+        jitter: float = 0.0,
+        *,
+        streams: bool = True,
     ) -> None:
         self.seed = seed
         self.link_model = LinkModel(seed=seed, loss=loss, latency=latency, jitter=jitter)
         """The network's decisions (see :class:`LinkModel`)."""
+        self.streams = streams
+        """False: every TCP exchange is refused at once (a firewall that rejects
+        TCP), so members fall back to UDP for state exchanges."""
         self.now = 0.0
         """The virtual time, in seconds (starts at 0)."""
         self._members: dict[str, SimMember] = {}
@@ -875,7 +884,9 @@ class Simulation:
             leg = _StreamLeg(member, request.token, give_up, request.data, answer=False)
             reaches = self.link_model.route_stream(source, request.address, now)
             answerer = members.get(request.address)
-            if reaches is None or answerer is None or reaches > give_up:
+            if not self.streams:
+                leg.data, leg.answer, answerer, reaches = None, True, member, now
+            elif reaches is None or answerer is None or reaches > give_up:
                 leg.data, leg.answer, answerer, reaches = None, True, member, give_up
             heapq.heappush(deliveries, (reaches, next(order), answerer, leg, member.address))
         on_event = member.on_event
