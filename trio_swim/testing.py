@@ -715,6 +715,22 @@ class Simulation:
         member.swim.join([_resolve(t) for t in targets], self.now)
         self._after_input(member)
 
+    def set_metadata(self, address: str, metadata: bytes) -> None:
+        """The member at ``address`` announces new metadata now."""
+        member = self.member(address)
+        member.swim.set_metadata(metadata, self.now)
+        self._after_input(member)
+
+    def send(self, address: str, target: str, payload: bytes, *, reliable: bool = False) -> None:
+        """The member at ``address`` sends ``payload`` to ``target`` now: in one
+        datagram, or over a stream (``reliable``)."""
+        member = self.member(address)
+        if reliable:
+            member.swim.send_reliable(_resolve(target), payload, self.now)
+        else:
+            member.swim.send(_resolve(target), payload, self.now)
+        self._after_input(member)
+
     def inject(self, address: str, data: bytes, source: str) -> None:
         """Hand the member at ``address`` one datagram from ``source`` now, as
         if it had come over the network (what an attacker would send)."""
