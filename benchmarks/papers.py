@@ -1145,15 +1145,20 @@ def main(argv: list[str] | None = None) -> int:
             "plain_swim": config_fields(PLAIN_SWIM),
         }
     )
+
+    def write() -> None:
+        document["claims"] = claims(document)
+        document["wall_seconds_last_run"] = round(time.perf_counter() - started, 1)
+        args.output.write_text(json.dumps(_finite(document), indent=1) + "\n")
+
     if parts - {"lifeguard"}:
-        rows = [
-            run_cluster_parts(size, args.seed, parts, settings) for size in settings.cluster_sizes
-        ]
         kept = {r["members"]: r for r in document.get("clusters", []) if isinstance(r, dict)}
-        for row in rows:
-            old = kept.get(row["members"], {})
-            kept[row["members"]] = {**old, **row}
-        document["clusters"] = [kept[n] for n in sorted(kept)]
+        for size in settings.cluster_sizes:
+            row = run_cluster_parts(size, args.seed, parts, settings)
+            row["seed"], row["mode"] = args.seed, document["mode"]
+            kept[size] = {**kept.get(size, {}), **row}
+            document["clusters"] = [kept[n] for n in sorted(kept)]
+            write()  # a long run keeps what it measured so far
     if "lifeguard" in parts:
         outcomes = []
         for plan in lifeguard_levels(settings, args.seed):
@@ -1172,12 +1177,12 @@ def main(argv: list[str] | None = None) -> int:
             "duration_seconds": settings.lifeguard_duration,
             "delays_seconds": list(DELAYS),
             "variants": {k: config_fields(v) for k, v in LIFEGUARD_VARIANTS.items()},
+            "seed": args.seed,
+            "mode": document["mode"],
             "runs": [o.summary() for o in outcomes],
         }
-    document["claims"] = claims(document)
-    document["wall_seconds_last_run"] = round(time.perf_counter() - started, 1)
+    write()
     print(tables(document))
-    args.output.write_text(json.dumps(_finite(document), indent=1) + "\n")
     print(f"written {args.output}")
     return 0
 

@@ -389,9 +389,11 @@ def plot_udp_cluster(plt: Any, document: dict[str, Any]) -> bool:
     for axes, (key, label) in zip(axes_row[0], figures, strict=True):
         for i, implementation in enumerate(implementations):
             values = [number(by_key.get((implementation, loss), {}).get(key)) for loss in losses]
+            # Only measured figures get a bar: a missing one is no zero.
+            shown = [(p, v) for p, v in zip(positions, values, strict=True) if not math.isnan(v)]
             axes.bar(
-                [p - 0.4 + width * (i + 0.5) for p in positions],
-                [0 if math.isnan(v) else v for v in values],
+                [p - 0.4 + width * (i + 0.5) for p, _ in shown],
+                [v for _, v in shown],
                 width=width,
                 label=implementation,
                 color=f"C{i}",
