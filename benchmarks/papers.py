@@ -37,8 +37,10 @@ The first three use plain SWIM settings (``PLAIN_SWIM``: no Lifeguard, fixed
 ack timeout, no gossip rounds besides piggybacking, no periodic state
 exchange, no TCP fallback probe), 1 ms + up to 1 ms one-way latency, no loss.
 The Lifeguard comparison toggles ``Config.lifeguard`` alone, on otherwise
-default settings with the fixed ack timeout, as the paper toggled Lifeguard
-inside memberlist.
+default settings (gossip rounds, periodic state exchange) with the fixed ack
+timeout and no TCP fallback probe, as the paper toggled Lifeguard inside
+memberlist. Both run on a Simulation without TCP (``streams=False``, where
+the Simulation has TCP at all): state exchanges go over UDP.
 
 Clusters are built the cheap way the simulation allows: members are added
 one after the other over one period (so their probe periods are spread over
@@ -66,6 +68,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import inspect
 import json
 import math
 import os
@@ -102,9 +105,11 @@ PLAIN_SWIM: dict[str, Any] = {
 }
 """The SWIM paper's protocol: probe, ping-req, suspect, piggyback; nothing more."""
 LIFEGUARD_VARIANTS: dict[str, dict[str, Any]] = {
-    "swim": {"lifeguard": False, "adaptive_probe_timeout": False},
-    "lifeguard": {"lifeguard": True, "adaptive_probe_timeout": False},
+    "swim": {"lifeguard": False, "adaptive_probe_timeout": False, "tcp_fallback_probe": False},
+    "lifeguard": {"lifeguard": True, "adaptive_probe_timeout": False, "tcp_fallback_probe": False},
 }
+"""Lifeguard on or off, all else as by default (but the fixed ack timeout and no
+TCP: the UDP protocol is what is compared)."""
 PARTS = ("detection", "dissemination", "load", "lifeguard")
 
 LATENCY = 0.001
@@ -157,6 +162,14 @@ FULL = Settings(
 def address(index: int) -> str:
     """The address of the ``index``-th member of a simulated cluster."""
     return f"{HOST}:{FIRST_PORT + index}"
+
+
+def plain_simulation(seed: int) -> Simulation:
+    """A Simulation without TCP where the Simulation has TCP (the SWIM paper's
+    protocol is UDP alone: state exchanges then go over UDP, as before TCP)."""
+    if "streams" in inspect.signature(Simulation).parameters:
+        return Simulation(seed=seed, latency=LATENCY, jitter=JITTER, streams=False)
+    return Simulation(seed=seed, latency=LATENCY, jitter=JITTER)
 
 
 def config_fields(settings: dict[str, Any]) -> dict[str, Any]:
@@ -370,7 +383,7 @@ class Cluster:
     def __init__(self, size: int, seed: int, settings: dict[str, Any], progress: Progress) -> None:
         self.size = size
         self.progress = progress
-        self.sim = Simulation(seed=seed, latency=LATENCY, jitter=JITTER)
+        self.sim = plain_simulation(seed)
         self.watch = Watch()
         self.rng = random.Random(f"{seed}/papers/{size}")
         self.addresses = [address(i) for i in range(size)]
@@ -624,14 +637,19 @@ def run_cluster_parts(size: int, seed: int, parts: set[str], settings: Settings)
 
 
 def dissemination_row(spreads: list[Spread], size: int) -> dict[str, Any]:
-    """Summary of the broadcasts of one size."""
-    everyone = [s.reached(1.0) for s in spreads]
-    complete = [t for t in everyone if not math.isnan(t)]
+    """Summary of the broadcasts of one size (means over the broadcasts that
+    got that far: SWIM's dissemination reaches everyone only with high
+    probability, and a broadcast that missed someone is counted apart)."""
+
+    def reached(fraction: float) -> list[float]:
+        return [t for t in (s.reached(fraction) for s in spreads) if not math.isnan(t)]
+
+    complete = reached(1.0)
     return {
         "broadcasts": len(spreads),
         "reached_everyone": len(complete),
-        "half_mean": round(mean(s.reached(0.5) for s in spreads), 2),
-        "p99_mean": round(mean(s.reached(0.99) for s in spreads), 2),
+        "half_mean": round(mean(reached(0.5)), 2),
+        "p99_mean": round(mean(reached(0.99)), 2),
         "all_mean": round(mean(complete), 2),
         "all_max": round(max(complete, default=math.nan), 2),
         "all_per_ln_n": round(mean(complete) / math.log(size), 3),
@@ -757,7 +775,7 @@ def run_lifeguard(
     progress = Progress(f"lifeguard {plan.name} {variant}")
     settings = {**config_fields(LIFEGUARD_VARIANTS[variant])}
     log_rows: list[tuple[float, str, str, Status, int]] = []
-    sim = Simulation(seed=seed, latency=LATENCY, jitter=JITTER)
+    sim = plain_simulation(seed)
     addresses = [address(i) for i in range(members)]
     alive = [0]
 
@@ -906,13 +924,14 @@ def claims(document: dict[str, Any]) -> list[dict[str, Any]]:
         ratios = [r["dissemination"]["all_per_ln_n"] for r in spread]
         c = fit_log(spread)
         sizes = [r["members"] for r in spread]
+        missed = sum(r["dissemination"]["missed_receipts"] for r in spread)
         out.append(
             {
                 "claim": "a broadcast reaches all n members in O(log n) periods",
                 "measured": f"periods to all / ln n = {min(ratios):.2f} .. {max(ratios):.2f} "
-                f"for n = {sizes[0]} .. {sizes[-1]}; fit c = {c:.2f}",
-                "held": max(ratios) / min(ratios) <= 1.5
-                and all(r["dissemination"]["reached_everyone"] for r in spread),
+                f"for n = {sizes[0]} .. {sizes[-1]}; fit c = {c:.2f}; "
+                f"{missed} missed receipts in all",
+                "held": max(ratios) / min(ratios) <= 1.5,
                 "rule": "(periods to all) / ln n varies by at most 1.5x across sizes",
             }
         )
