@@ -41,15 +41,21 @@ from ._hub import EventHub, EventStream
 from .addresses import AddressError, canonical_address
 from .config import Config
 from .discovery import open_discovery_socket, run_discovery
-from .membership import Node
+from .events import StatusChanged
+from .membership import Node, Status
 from .protocol import (
     BroadcastTooLarge,
+    Declared,
+    DropReport,
+    HealthWarning,
     Joined,
     JoinRetrying,
     LeaveAcked,
     MemberStatistics,
     MessageTooLarge,
     MetadataTooLarge,
+    ProbeFailed,
+    Refuted,
     StreamDone,
     StreamRequest,
     Swim,
@@ -74,7 +80,12 @@ __all__ = [
     "run_member",
 ]
 
-logger = logging.getLogger("trio_swim")
+logger = logging.getLogger("trio_swim.member")
+# Drops and send errors are logged at most once per this many seconds, a
+# few lines each time: a flood of junk must not flood the log.
+REPORT_SECONDS: Final = 60.0
+# Sources named in one report, by reason; the rest are summed in one line.
+REPORT_LINES: Final = 5
 
 # How often the names in initial_hosts are resolved again once they resolved;
 # while some do not, the first retries come sooner (1, 2, 4 ... seconds).
@@ -142,6 +153,9 @@ class Member:
         )
         self._nursery: trio.Nursery | None = None
         self._stream_bytes_sent = 0
+        # Every record carries the member's address as ``record.member``:
+        # many members may share a process and a logger.
+        self._log = logging.LoggerAdapter(logger, {"member": self.address})
 
     # ------------------------------------------------------------ public API
 
@@ -315,13 +329,18 @@ class Member:
                     self._stream_results[event.token] = event.ok
                     done.set()
             elif isinstance(event, Joined):
-                logger.info("joined via %s (%d members)", event.address, event.members)
-                self._joined.set()
+                if not self._joined.is_set():  # the first member joins nobody
+                    self._log.info("joined via %s (%d members)", event.address, event.members)
+                    self._joined.set()
             elif isinstance(event, JoinRetrying):
-                logger.info(
+                self._log.info(
                     "no answer from %s, retrying in %.1f s", ", ".join(event.seeds), event.retry_in
                 )
+            elif isinstance(event, (Declared, Refuted, HealthWarning, ProbeFailed)):
+                _log_notice(self._log, event)
             else:
+                if isinstance(event, StatusChanged) and event.status is Status.LEFT:
+                    self._log.info("%s left the cluster", event.node.address)
                 self._hub.publish(event)
         while (request := self._swim.next_stream()) is not None:
             if self._nursery is None:
@@ -379,6 +398,20 @@ class Member:
         if answer is not None:
             self._stream_bytes_sent += len(answer)
         return answer
+
+    async def _reporter(self) -> None:
+        """Every REPORT_SECONDS: what was dropped, and send errors, if any."""
+        errors = self._send_errors
+        while True:
+            await trio.sleep(REPORT_SECONDS)
+            _log_drops(self._log, self._swim.take_drops())
+            if self._send_errors > errors:
+                self._log.warning(
+                    "%s datagrams could not be sent in the last %d s",
+                    f"{self._send_errors - errors:,}",
+                    REPORT_SECONDS,
+                )
+                errors = self._send_errors
 
     async def _sender(self) -> None:
         while True:
@@ -453,6 +486,7 @@ class Member:
             nursery.start_soon(self._sender)
             nursery.start_soon(self._receiver)
             nursery.start_soon(self._clock)
+            nursery.start_soon(self._reporter)
             nursery.start_soon(
                 self._transport.serve_streams, self._answer_stream, self._stream_limits
             )
@@ -461,6 +495,66 @@ class Member:
             for task in extra_tasks:
                 nursery.start_soon(task, self)
             task_status.started()
+
+
+_Log = logging.LoggerAdapter[logging.Logger]
+
+
+def _log_notice(log: _Log, notice: Declared | Refuted | HealthWarning | ProbeFailed) -> None:
+    if isinstance(notice, Declared):
+        if notice.status is Status.DEAD:
+            log.info(
+                "declared %s DEAD (incarnation %d): no answer, no refutation",
+                notice.address,
+                notice.incarnation,
+            )
+        else:
+            log.info("%s answers again after being held DEAD: healed", notice.address)
+    elif isinstance(notice, Refuted):
+        log.info(
+            "refuted a suspicion of this member raised by %s (incarnation now %d)",
+            notice.accuser,
+            notice.incarnation,
+        )
+    elif isinstance(notice, HealthWarning):
+        log.warning(
+            "local health %d of %d: this member misses answers it should get "
+            "(overloaded, or its network is slow); its timeouts are scaled x%d",
+            notice.score,
+            notice.maximum,
+            notice.score + 1,
+        )
+    else:
+        log.debug(
+            "probe of %s failed (%d members asked to help, %d nacks)",
+            notice.target,
+            notice.helpers,
+            notice.nacks,
+        )
+
+
+def _log_drops(log: _Log, reports: list[DropReport]) -> None:
+    """A few WARNING lines for the drops of the last report period."""
+    for report in reports[:REPORT_LINES]:
+        if report.cluster is not None:
+            what = f"packets of cluster {report.cluster!r}"
+        else:
+            what = f"{report.reason.value} packets"
+        log.warning(
+            "dropped %s %s from %s in the last %d s",
+            f"{report.count:,}",
+            what,
+            report.source,
+            REPORT_SECONDS,
+        )
+    rest = reports[REPORT_LINES:]
+    if rest:
+        log.warning(
+            "dropped %s more packets from %d more sources in the last %d s",
+            f"{sum(r.count for r in rest):,}",
+            len(rest),
+            REPORT_SECONDS,
+        )
 
 
 @asynccontextmanager

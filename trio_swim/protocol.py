@@ -137,6 +137,9 @@ MAX_OPEN_STREAMS: Final = 64
 # interval; above it the interval grows with log2 n, so that what each member
 # sends and receives for it stays flat.
 PUSH_PULL_SCALE_THRESHOLD: Final = 32
+# (reason, source, cluster) of drops remembered between two take_drops();
+# further ones are counted under one catch-all source.
+MAX_DROP_SOURCES: Final = 256
 # Room left in a Sync datagram for its own header (tag, flag, list length).
 _SYNC_HEADER_SLACK: Final = 16
 # Room a stream frame keeps for its envelope and the messages beside a Sync.
@@ -256,7 +259,63 @@ class LeaveAcked(msgspec.Struct, frozen=True):
     """Notice for the runner: a member acknowledged this member's goodbye."""
 
 
-Output = MemberEvent | SyncAnswered | LeaveAcked | StreamDone | Joined | JoinRetrying
+class Declared(msgspec.Struct, frozen=True):
+    """Notice for the runner: this member declared ``address`` DEAD (its
+    suspicion ran out), or ALIVE again after holding it DEAD (the network
+    between them is back: a partition healed)."""
+
+    address: str
+    status: Status
+    incarnation: int
+
+
+class Refuted(msgspec.Struct, frozen=True):
+    """Notice for the runner: this member refuted news of its own failure."""
+
+    incarnation: int
+    """Its incarnation now."""
+    accuser: str
+    """Who raised the rumour (or carried it)."""
+
+
+class HealthWarning(msgspec.Struct, frozen=True):
+    """Notice for the runner: local health rose above half its maximum."""
+
+    score: int
+    maximum: int
+
+
+class ProbeFailed(msgspec.Struct, frozen=True):
+    """Notice for the runner: a probe went unanswered for a whole period."""
+
+    target: str
+    helpers: int
+    """Members asked to probe it indirectly."""
+    nacks: int
+
+
+class DropReport(msgspec.Struct, frozen=True):
+    """Datagrams dropped for one reason from one source (see :meth:`Swim.take_drops`)."""
+
+    reason: DropReason
+    source: str
+    count: int
+    cluster: str | None
+    """The cluster name they carried, for :attr:`DropReason.FOREIGN_CLUSTER`."""
+
+
+Output = (
+    MemberEvent
+    | SyncAnswered
+    | LeaveAcked
+    | StreamDone
+    | Joined
+    | JoinRetrying
+    | Declared
+    | Refuted
+    | HealthWarning
+    | ProbeFailed
+)
 """What :meth:`Swim.next_event` returns: user events and runner notices."""
 
 
@@ -510,6 +569,7 @@ class Swim:
         self._seq_rng = type(rng)(rng.getrandbits(40))
         self._broadcast_seq = rng.getrandbits(40)
         self._drops = dict.fromkeys(DropReason, 0)
+        self._drop_sources: dict[tuple[DropReason, str, str | None], int] = {}
         self._counts = _Counters()
         # (address, messages, bare): a bare datagram carries its messages
         # only, no piggybacked news (an answer to a stranger).
@@ -659,16 +719,16 @@ class Swim:
         self._counts.bytes_received += len(data)
         packet, sealed = self._open(data, self._codec)
         if isinstance(packet, DropReason):
-            self._drops[packet] += 1
+            self._drop(packet, source, data)
             return
         sender = packet.sender
         if sender == self.address or not self._valid_address(sender):
-            self._drops[DropReason.MALFORMED] += 1
+            self._drop(DropReason.MALFORMED, source)
             return
         if source is None:
             source = sender
         elif source != sender and not sealed and not _is_announcement(packet):
-            self._drops[DropReason.SPOOFED] += 1
+            self._drop(DropReason.SPOOFED, source)
             return
         if self._leave_seq is not None:
             if Ack(self._leave_seq) in packet.messages and sender in self._leave_targets:
@@ -684,6 +744,29 @@ class Swim:
         self._sender_verified = sealed or self._table.is_verified(sender)
         self._carries_own_record = not self._sender_verified and _mentions(packet, sender)
         self._handle_packet(packet, now)
+
+    def _drop(self, reason: DropReason, source: str | None, data: bytes = b"") -> None:
+        """Count one refused datagram (or frame), by reason and by source."""
+        self._drops[reason] += 1
+        cluster = None
+        if reason is DropReason.FOREIGN_CLUSTER:
+            cluster = self._codec.cluster_of(data)
+        key = (reason, source or "?", cluster)
+        sources = self._drop_sources
+        if key not in sources and len(sources) >= MAX_DROP_SOURCES:
+            key = (reason, "other sources", None)
+        sources[key] = sources.get(key, 0) + 1
+
+    def take_drops(self) -> list[DropReport]:
+        """The drops since the last call, by reason and source (most first);
+        at most ``MAX_DROP_SOURCES`` entries, the rest under "other sources"."""
+        reports = [
+            DropReport(reason, source, count, cluster)
+            for (reason, source, cluster), count in self._drop_sources.items()
+        ]
+        self._drop_sources = {}
+        reports.sort(key=lambda r: -r.count)
+        return reports
 
     def _open(self, data: bytes, codec: Codec) -> tuple[Packet | DropReason, bool]:
         """Decode one datagram (or stream frame), opening it first if it is sealed."""
@@ -882,14 +965,14 @@ class Swim:
         self._counts.bytes_received += len(data)
         packet, sealed = self._open(data, self._stream_codec)
         if isinstance(packet, DropReason):
-            self._drops[packet] += 1
+            self._drop(packet, source, data)
             return None
         sender = packet.sender
         if sender == self.address or not self._valid_address(sender):
-            self._drops[DropReason.MALFORMED] += 1
+            self._drop(DropReason.MALFORMED, source)
             return None
         if not sealed and not _same_host(sender, source):
-            self._drops[DropReason.SPOOFED] += 1
+            self._drop(DropReason.SPOOFED, source)
             return None
         if self._leave_seq is not None:
             return None
@@ -960,10 +1043,10 @@ class Swim:
         self._counts.bytes_received += len(data)
         packet, _ = self._open(data, self._stream_codec)
         if isinstance(packet, DropReason):
-            self._drops[packet] += 1
+            self._drop(packet, stream.target, data)
             return None
         if packet.sender != stream.target:
-            self._drops[DropReason.SPOOFED] += 1
+            self._drop(DropReason.SPOOFED, stream.target)
             return None
         acked = Ack(token)
         if acked not in packet.messages:
@@ -1320,7 +1403,7 @@ class Swim:
         """Another member's DEAD verdict in a state exchange is only a suspicion
         here: the member may be reachable from this side (a healed partition)."""
         if not (self._valid_address(update.address) and self._valid_address(update.source)):
-            self._drops[DropReason.MALFORMED] += 1
+            self._drop(DropReason.MALFORMED, self._reply_to)
             return
         if not self._sender_known or not self._plausible(update.address, update.incarnation):
             self._counts.refused_rumours += not self._sender_known
@@ -1353,7 +1436,7 @@ class Swim:
         if not self._valid_address(update.source) or (
             known is None and not self._valid_address(address)
         ):
-            self._drops[DropReason.MALFORMED] += 1
+            self._drop(DropReason.MALFORMED, self._reply_to)
             return
         if (
             known is not None
@@ -1417,6 +1500,7 @@ class Swim:
                 self._confirm_suspicion(address, incarnation, source)
         elif isinstance(result, Refute):
             self._counts.refutations += 1
+            self._events.append(Refuted(result.node.incarnation, source))
             self._adjust_health(1)
             self._refute(result.node, None if sender is None else self._reply_to, source)
         else:
@@ -1455,6 +1539,11 @@ class Swim:
         """Record this member's own verdict and spread it."""
         self._apply(address, status, incarnation, self.address, now, None)
 
+    def _declare_dead(self, address: str, incarnation: int, now: float) -> None:
+        self._declare(address, Status.DEAD, incarnation, now)
+        if _holds(self._table.get(address), Status.DEAD, incarnation):
+            self._events.append(Declared(address, Status.DEAD, incarnation))
+
     def _on_change(self, change: Change, source: str, now: float) -> None:
         if change.evicted is not None:
             self._counts.evicted_unverified += 1
@@ -1470,6 +1559,7 @@ class Swim:
             schedule = self._retries.start(address)
             self._timers.push(now + self.config.period, RetryDead(address, 0, schedule))
         elif self._retries.stop(address) and node.status is Status.ALIVE:
+            self._events.append(Declared(address, Status.ALIVE, node.incarnation))
             self._retry_another(now)
         if node.status is Status.LEFT:
             removal = now + self.config.left_removal_seconds
@@ -1612,7 +1702,7 @@ class Swim:
             suspicion.rechecking = True
             self._rechecks[address] = None
         else:
-            self._declare(address, Status.DEAD, incarnation, now)
+            self._declare_dead(address, incarnation, now)
 
     def _retry_dead(self, address: str, attempt: int | None, schedule: int, now: float) -> None:
         node = self._table.get(address)
@@ -1712,9 +1802,10 @@ class Swim:
                 )
             return
         self._counts.probes_failed += 1
+        self._events.append(ProbeFailed(probe.target, len(probe.asked), probe.nacks))
         node = self._table.get(probe.target)
         if rechecked is not None:
-            self._declare(probe.target, Status.DEAD, rechecked.incarnation, now)
+            self._declare_dead(probe.target, rechecked.incarnation, now)
         elif node is not None and node.status in (Status.ALIVE, Status.SUSPECT):
             if node.status is Status.ALIVE:
                 self._counts.suspicions_raised += 1
@@ -1737,7 +1828,11 @@ class Swim:
 
     def _adjust_health(self, delta: int) -> None:
         if self.config.lifeguard:
+            half = self._health.max_score // 2
+            was = self._health.score
             self._health.apply(delta)
+            if was <= half < self._health.score:
+                self._events.append(HealthWarning(self._health.score, self._health.max_score))
 
     # ----------------------------------------------------------------- misc
 

@@ -170,6 +170,13 @@ class Codec:
         """Bytes a packet takes besides its messages (with room for a long list header)."""
         return len(self.encode(sender, [])) + 2
 
+    def cluster_of(self, data: bytes) -> str | None:
+        """The cluster name a datagram claims (for reports of foreign ones), if any."""
+        try:
+            return self._header_decoder.decode(data).cluster[:64]
+        except Exception:
+            return None
+
     def decode(self, data: bytes) -> Packet | DropReason:
         """Decode and check one datagram; see :class:`DropReason` for refusals.
 
