@@ -33,7 +33,11 @@ Per loss level (``--loss``, 0 / 10 / 20% by default) and implementation:
    iptables rules on OUTPUT (UDP and TCP separately; nothing else sends in
    the namespace) and the datagrams the loss rule dropped;
 4. SIGKILL the last member (no leave) and time, from the kill, its DEAD
-   event at every survivor (loss still on);
+   event at every survivor (loss still on); once all have printed it (and
+   2 s more), kill the next to last, and so on: ``--kills`` (3) members in
+   all, n - 1, n - 2, ... survivors. One kill is one sample of a random
+   delay (when the victim is next probed, how fast confirmations come), so
+   the median over the kills is reported beside the first kill alone;
 5. SIGTERM everyone and delete the namespace (also on error or Ctrl-C).
 
 The 0% level is the cluster at rest: its CPU, RSS, datagram and byte figures
@@ -55,10 +59,11 @@ Needs Linux, root, ``ip`` and ``iptables``. When Go or the memberlist sources
 are missing, the script installs ``golang-go`` and
 ``golang-github-hashicorp-memberlist-dev`` (and ``iptables``) with apt-get;
 where that is impossible memberlist is skipped with a message and trio_swim
-is measured alone. ``--implementation trio_swim`` measures one side only and
-keeps the other side's rows from the existing JSON file (when they were
-measured with the same size, window and loss) so that ratios can still be
-printed; kept rows are marked as such.
+is measured alone. Rows of the existing JSON file that a run does not
+measure again (another implementation, loss level or ``--tcp-loss``), of the
+same size and window, are kept and marked "(kept)", each with its own date
+and commit: ``--implementation trio_swim`` re-measures one side and still
+prints the ratios against the other.
 
     python benchmarks/udp_cluster.py                 # 3 levels x 2, about 16 min
     python benchmarks/udp_cluster.py --quick         # 0 and 20%, 20 s windows, about 4 min
@@ -78,6 +83,7 @@ import os
 import re
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tarfile
@@ -111,6 +117,8 @@ FORM_LIMIT = 60.0
 STOP_LIMIT = 10.0
 """Seconds members get to leave on SIGTERM before they are killed."""
 POLL = 0.005
+KILL_PAUSE = 2.0
+"""Seconds between one kill seen everywhere and the next kill."""
 """Seconds between two looks at /proc while a member starts."""
 MAX_MEMBERS = 100
 MAX_EVENTS = 2_000_000
@@ -566,6 +574,8 @@ class Level:
     members: int
     window: float
     tcp_loss: bool = False
+    """Incoming TCP segments were dropped at the same rate too (``--tcp-loss``)."""
+    settle: float = math.nan
     measured: str = ""
     commit: str = ""
     """The trio_swim commit measured (trio_swim rows)."""
@@ -589,12 +599,17 @@ class Level:
     """Per subject, stretches during which some member held it SUSPECT."""
     suspicion_p50_seconds: float = math.nan
     """Median time one member held another SUSPECT (until ALIVE or DEAD)."""
-    detections: list[float] = field(default_factory=list)
-    """Seconds from the kill to DEAD, one per survivor that saw it."""
+    kills: list[dict[str, Any]] = field(default_factory=list)
+    """Per kill: the victim, how many survivors, each one's seconds from the
+    kill to its DEAD line, how many never printed it, and the slowest."""
     undetected: int = 0
+    """(kill, survivor) pairs with no DEAD line within ``--detect-limit``."""
     detect_p50: float = math.nan
+    """Median over every (kill, survivor) of the seconds from the kill to DEAD."""
     detect_all: float = math.nan
-    """Seconds from the kill until the last survivor printed DEAD (nan if one never did)."""
+    """Median over the kills of the seconds until the last survivor printed DEAD."""
+    detect_all_first: float = math.nan
+    """The same for the first kill alone (n - 1 survivors)."""
     cpu_s_per_member_min: float = math.nan
     cpu_share_of_one_core: float = math.nan
     rss_mib_per_member: float = math.nan
@@ -662,7 +677,7 @@ async def run_level(
 ) -> Level:
     """One loss level of one implementation, in its own namespace."""
     started = time.monotonic()
-    level = Level(implementation, loss, args.members, args.window, args.tcp_loss)
+    level = Level(implementation, loss, args.members, args.window, args.tcp_loss, args.settle)
     level.measured = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d")
     if implementation == "trio_swim":
         level.commit = code.commit
@@ -725,13 +740,18 @@ async def run_level(
                 if any(p.poll() is not None for p in cluster.processes.values()):
                     raise RuntimeError(cluster.exit_report())
 
-                victim = addresses[-1]
-                survivors = addresses[:-1]
-                killed_at = time.monotonic()
-                cluster.kill(victim)
-                with trio.move_on_after(args.detect_limit):
-                    while not all(cluster.view[s].get(victim) == "dead" for s in survivors):
-                        await trio.sleep(0.02)
+                # The last members, one at a time: each is killed once every
+                # survivor has printed the previous one DEAD (and a pause).
+                killed: list[tuple[str, float, list[str]]] = []
+                for victim in reversed(addresses[-args.kills :]):
+                    dead = {v for v, _, _ in killed}
+                    survivors = [a for a in addresses if a != victim and a not in dead]
+                    killed.append((victim, time.monotonic(), survivors))
+                    cluster.kill(victim)
+                    with trio.move_on_after(args.detect_limit):
+                        while not all(cluster.view[s].get(victim) == "dead" for s in survivors):
+                            await trio.sleep(0.02)
+                    await trio.sleep(KILL_PAUSE)
                 detect_end = time.monotonic()
                 await cluster.stop()
                 nursery.cancel_scope.cancel()
@@ -771,14 +791,15 @@ async def run_level(
             f"{level.snmp_out_datagrams}"
         )
 
-    first_dead: dict[str, float] = {}
+    killed_at = {victim: at for victim, at, _ in killed}
+    first_dead: dict[str, dict[str, float]] = {victim: {} for victim in killed_at}
     false_pairs: set[tuple[str, str]] = set()
     for at, observer, subject, status in cluster.events:
         if at < window_start or at > detect_end:
             continue
-        if subject == victim and at >= killed_at:
+        if subject in killed_at and at >= killed_at[subject]:
             if status == "dead":
-                first_dead.setdefault(observer, at - killed_at)
+                first_dead[subject].setdefault(observer, at - killed_at[subject])
             continue
         if status == "dead":
             level.false_dead += 1
@@ -789,11 +810,29 @@ async def run_level(
     count, pairs, durations = episodes(cluster.events, window_start, window_end)
     level.suspicion_episodes, level.suspected_pairs = count, pairs
     level.suspicion_p50_seconds = round(quantile(durations, 0.5), 3)
-    level.detections = [round(first_dead[s], 3) for s in survivors if s in first_dead]
-    level.undetected = sum(1 for s in survivors if s not in first_dead)
-    level.detect_p50 = quantile(level.detections, 0.5)
-    if level.detections and not level.undetected:
-        level.detect_all = max(level.detections)
+    every_detection: list[float] = []
+    slowest: list[float] = []
+    for victim, _, survivors in killed:
+        seen = first_dead[victim]
+        detections = [round(seen[s], 3) for s in survivors if s in seen]
+        missed = len(survivors) - len(detections)
+        everyone = max(detections) if detections and not missed else math.nan
+        level.kills.append(
+            {
+                "victim": victim,
+                "survivors": len(survivors),
+                "detections": detections,
+                "undetected": missed,
+                "all_seconds": everyone,
+            }
+        )
+        every_detection += detections
+        level.undetected += missed
+        if not math.isnan(everyone):
+            slowest.append(everyone)
+    level.detect_p50 = quantile(every_detection, 0.5)
+    level.detect_all = statistics.median(slowest) if slowest else math.nan
+    level.detect_all_first = level.kills[0]["all_seconds"] if level.kills else math.nan
     level.missed_events = cluster.missed
     level.bad_lines = cluster.bad_lines
     level.events_dropped = cluster.events_dropped
@@ -843,10 +882,13 @@ def count_ratio(a: int, b: int) -> str:
     return f"{a} / {b} = {a / b:.2f}"
 
 
-COLUMNS = (
+DETECTION_COLUMNS = (
     ("convergence s", "convergence_seconds", 2),
     ("kill→DEAD p50 s", "detect_p50", 2),
-    ("kill→DEAD all s", "detect_all", 2),
+    ("kill→DEAD all s (median of kills)", "detect_all", 2),
+    ("kill→DEAD all s (first kill)", "detect_all_first", 2),
+)
+COST_COLUMNS = (
     ("CPU s / member / min", "cpu_s_per_member_min", 3),
     ("RSS MiB / member", "rss_mib_per_member", 1),
     ("UDP datagrams / member / s", "udp_datagrams_per_member_s", 2),
@@ -856,45 +898,67 @@ COLUMNS = (
 )
 
 
+def _loss_label(level: Level) -> str:
+    return f"{level.loss:.0%}" + (" UDP+TCP" if level.tcp_loss and level.loss > 0 else "")
+
+
 def table(levels: list[Level]) -> str:
-    """Every level, then trio_swim / memberlist per loss level."""
+    """Detection, then cost, of every level; then trio_swim / memberlist per loss."""
+    names = {
+        id(lv): lv.implementation + (" (kept)" if lv.kept_from_earlier_run else "") for lv in levels
+    }
     lines = [
         "| implementation | loss | window s | false DEAD | pairs | SUSPECT events "
-        "| suspicion episodes | suspicion p50 s | missed | "
-        + " | ".join(c for c, _, _ in COLUMNS)
-        + " | measured loss |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|" + "---:|" * len(COLUMNS) + "---:|",
+        "| suspicion episodes | suspicion p50 s | "
+        + " | ".join(c for c, _, _ in DETECTION_COLUMNS)
+        + " | kills | missed |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|"
+        + "---:|" * len(DETECTION_COLUMNS)
+        + "---:|---:|",
     ]
     for lv in levels:
-        name = lv.implementation + (" (kept)" if lv.kept_from_earlier_run else "")
-        values = " | ".join(fmt(getattr(lv, n), d) for _, n, d in COLUMNS)
+        values = " | ".join(fmt(getattr(lv, n), d) for _, n, d in DETECTION_COLUMNS)
         lines.append(
-            f"| {name} | {lv.loss:.0%} | {lv.window:g} | {lv.false_dead} | {lv.false_dead_pairs} "
-            f"| {lv.suspect_events} | {lv.suspicion_episodes} "
-            f"| {fmt(lv.suspicion_p50_seconds, 2)} | {lv.undetected} | {values} "
-            f"| {fmt(lv.udp_loss_measured * 100, 1)}% |"
+            f"| {names[id(lv)]} | {_loss_label(lv)} | {lv.window:g} | {lv.false_dead} "
+            f"| {lv.false_dead_pairs} | {lv.suspect_events} | {lv.suspicion_episodes} "
+            f"| {fmt(lv.suspicion_p50_seconds, 2)} | {values} | {len(lv.kills)} "
+            f"| {lv.undetected} |"
+        )
+    lines += [
+        "",
+        "| implementation | loss | "
+        + " | ".join(c for c, _, _ in COST_COLUMNS)
+        + " | loss measured | load avg |",
+        "|---|---:|" + "---:|" * len(COST_COLUMNS) + "---:|---:|",
+    ]
+    for lv in levels:
+        values = " | ".join(fmt(getattr(lv, n), d) for _, n, d in COST_COLUMNS)
+        lines.append(
+            f"| {names[id(lv)]} | {_loss_label(lv)} | {values} "
+            f"| {fmt(lv.udp_loss_measured * 100, 1)}% | {fmt(lv.load_average, 2)} |"
         )
     pairs = [
         (a, b)
         for a in levels
         for b in levels
         if a.implementation == "trio_swim" and b.implementation == "memberlist"
-        and a.loss == b.loss
+        and (a.loss, a.tcp_loss) == (b.loss, b.tcp_loss)
     ]  # fmt: skip
     if pairs:
+        columns = DETECTION_COLUMNS + COST_COLUMNS
         lines += [
             "",
             "| trio_swim / memberlist | false DEAD | SUSPECT events | suspicion episodes | "
-            + " | ".join(c for c, _, _ in COLUMNS)
+            + " | ".join(c for c, _, _ in columns)
             + " |",
-            "|---|---:|---:|---:|" + "---:|" * len(COLUMNS),
+            "|---|---:|---:|---:|" + "---:|" * len(columns),
         ]
         for a, b in pairs:
             lines.append(
-                f"| {a.loss:.0%} loss | {count_ratio(a.false_dead, b.false_dead)} "
+                f"| {_loss_label(a)} loss | {count_ratio(a.false_dead, b.false_dead)} "
                 f"| {count_ratio(a.suspect_events, b.suspect_events)} "
                 f"| {count_ratio(a.suspicion_episodes, b.suspicion_episodes)} | "
-                + " | ".join(ratio(getattr(a, n), getattr(b, n)) for _, n, _ in COLUMNS)
+                + " | ".join(ratio(getattr(a, n), getattr(b, n)) for _, n, _ in columns)
                 + " |"
             )
     return "\n".join(lines)
@@ -910,25 +974,21 @@ def level_from_json(record: dict[str, Any]) -> Level:
     return level
 
 
-def kept_levels(path: Path, implementations: list[str], args: argparse.Namespace) -> list[Level]:
-    """Rows of the other implementations in the existing JSON, if measured alike."""
+def kept_levels(path: Path, measured: list[Level], args: argparse.Namespace) -> list[Level]:
+    """Rows of the existing JSON that this run did not measure again (another
+    implementation, loss level or TCP setting), if of the same size and window."""
     try:
         document = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    if (document.get("members"), document.get("window"), document.get("tcp_loss", False)) != (
-        args.members,
-        args.window,
-        args.tcp_loss,
-    ):
+    if (document.get("members"), document.get("window")) != (args.members, args.window):
         return []
+    done = {(lv.implementation, lv.loss, lv.tcp_loss) for lv in measured}
     kept = []
     for record in document.get("levels", []):
-        if record.get("implementation") in implementations:
-            continue
-        if record.get("loss") not in args.loss:
-            continue
         level = level_from_json(record)
+        if (level.implementation, level.loss, level.tcp_loss) in done:
+            continue
         level.kept_from_earlier_run = True
         kept.append(level)
     return kept
@@ -965,7 +1025,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--quick", action="store_true", help="0 and 20%% loss, 20 s windows, 5 s settling"
     )
-    parser.add_argument("--detect-limit", type=float, default=60.0)
+    parser.add_argument(
+        "--kills", type=int, default=3, help="members killed one after the other per level (3)"
+    )
+    parser.add_argument(
+        "--detect-limit", type=float, default=60.0, help="seconds a kill may take to be seen"
+    )
     parser.add_argument("--base-port", type=int, default=17_300)
     parser.add_argument(
         "--implementation", action="append", choices=IMPLEMENTATIONS, help="repeat (default both)"
@@ -1003,6 +1068,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--window must be 1..3600, --settle 0..600, --detect-limit 1..600 seconds")
     if not all(0 <= p < 1 for p in args.loss):
         parser.error("--loss: a probability in [0, 1)")
+    if not 1 <= args.kills <= args.members - 2:
+        parser.error("--kills: 1 .. members - 2")
     if not 1024 <= args.base_port <= 65535 - args.members:
         parser.error("--base-port out of range")
     if not 1 <= args.memberlist_probe_timeout_ms <= 10_000:
@@ -1068,12 +1135,13 @@ def main(argv: list[str] | None = None) -> int:
                     f"(wall {level.wall_seconds:.0f} s)"
                 )
 
-    kept = kept_levels(args.output, implementations, args)
+    kept = kept_levels(args.output, levels, args)
     if kept:
         names = sorted({k.implementation for k in kept})
         log(f"kept {len(kept)} rows of {', '.join(names)} from {args.output}")
     everything = sorted(
-        levels + kept, key=lambda lv: (lv.loss, IMPLEMENTATIONS.index(lv.implementation))
+        levels + kept,
+        key=lambda lv: (lv.tcp_loss, lv.loss, IMPLEMENTATIONS.index(lv.implementation)),
     )
     print(table(everything))
     for lv in everything:
@@ -1086,7 +1154,6 @@ def main(argv: list[str] | None = None) -> int:
         "members": args.members,
         "window": args.window,
         "settle": args.settle,
-        "tcp_loss": args.tcp_loss,
         "heartbeat_ms": HEARTBEAT_MS,
         "memberlist_skipped": peer.skipped if "memberlist" not in implementations else None,
         "levels": [asdict(lv) for lv in everything],
