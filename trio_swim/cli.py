@@ -637,8 +637,8 @@ async def _run_member(config: Config, json_output: bool, command: str) -> int:
                     config.cluster_name,
                     _bound_note(config, member.address),
                 )
-                if config.http_address:
-                    _logger.info("status endpoint on %s", _endpoint_text(config.http_address))
+                if member.http_address is not None:
+                    _logger.info("status endpoint on http://%s/", member.http_address)
                 if config.initial_hosts:
                     _logger.info("joining %s", ", ".join(config.initial_hosts))
                 render = _json_renderer(member.address) if json_output else _human_renderer()
@@ -654,13 +654,6 @@ async def _run_member(config: Config, json_output: bool, command: str) -> int:
             return _fail(command, _bind_error(config, exc))
     _logger.info("left")
     return _EXIT_OK
-
-
-def _endpoint_text(http_address: str) -> str:
-    host, port = split_address(http_address, _DEFAULT_HTTP_PORT)
-    if port == 0:
-        return f"{host}, on a port the system picked"
-    return f"http://{format_address(host, port)}/"
 
 
 def _bound_note(config: Config, address: str) -> str:

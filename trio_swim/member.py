@@ -153,6 +153,9 @@ class Member:
         )
         self._nursery: trio.Nursery | None = None
         self._stream_bytes_sent = 0
+        self.http_address: str | None = None
+        """Where the status endpoint listens (``Config.http_address``, with the
+        port chosen if it was 0); None when it is off."""
         # Every record carries the member's address as ``record.member``:
         # many members may share a process and a logger.
         self._log = logging.LoggerAdapter(logger, {"member": self.address})
@@ -656,6 +659,7 @@ async def open_member(config: Config | None = None) -> AsyncIterator[Member]:
             incarnation=wall_clock_incarnation(),
             extra_tasks=tasks,
         ) as member:
+            member.http_address = None if status is None else status.address
             yield member
     finally:
         if status is not None:
