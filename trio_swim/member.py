@@ -452,9 +452,11 @@ class Member:
                     continue
                 resolved += 1
             if targets and all(t == self.address for t in targets):
+                # Only ourselves to join (the first pod behind a name): we are
+                # the first member. The name is resolved again later all the
+                # same: after a long partition it is the way back.
                 self._joined.set()
-                return  # only ourselves to join: we are the first member
-            if targets:
+            elif targets:
                 self._swim.set_seeds(targets, trio.current_time())
                 self._after_input()
             if resolved == len(self.config.initial_hosts):
