@@ -16,7 +16,7 @@ from trio_swim import (
     Status,
     StatusChanged,
 )
-from trio_swim.testing import SimNetwork, seed_trio_scheduler
+from trio_swim.testing import SimNetwork, seed_trio_scheduler, wait_converged
 from trio_swim.wire import Codec, Update, WireStatus
 
 from simcluster import (
@@ -68,7 +68,7 @@ async def test_dead_is_declared_exactly_one_suspicion_timeout_after_suspect(
     # suspicion_mult x max(1, log10 2) x period = 4 x 1 x 0.25 s, with or without Lifeguard.
     net = SimNetwork(seed=3)
     async with open_cluster(net, 2, lifeguard=lifeguard) as (a, b), trio.open_nursery() as n:
-        await wait_until(converged([a, b]), within=5)
+        await wait_converged(a, b, timeout=5)
         recorder = Recorder()
         await recorder.watch(n, [a])
         net.crash(b.address)
@@ -113,7 +113,7 @@ async def test_suspicion_injected_from_outside_is_refuted(
 ) -> None:
     net = SimNetwork(seed=5)
     async with open_cluster(net, 8) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         target = members[5]
         rumour = Codec("trio-swim", 1400).encode(
             members[1].address,
@@ -130,7 +130,7 @@ async def test_partition_then_heal_restores_one_cluster(
 ) -> None:
     net = SimNetwork(seed=6)
     async with open_cluster(net, 10) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         left, right = members[:5], members[5:]
         net.partition([m.address for m in left], [m.address for m in right])
 
@@ -200,10 +200,10 @@ async def test_a_member_that_leaves_is_seen_left_not_dead(
 ) -> None:
     net = SimNetwork(seed=9)
     async with open_cluster(net, 6) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         async with net.open_member(Config(listen_port=99, initial_hosts=[address(1)])) as leaver:
             everyone = [*members, leaver]
-            await wait_until(converged(everyone), within=10)
+            await wait_converged(*everyone, timeout=10)
             start = trio.current_time()
         assert trio.current_time() - start <= 0.5  # the leave timeout bounds closing
         await wait_until(everyone_sees(members, address(99), Status.LEFT), within=5)
@@ -219,7 +219,7 @@ async def test_join_returns_how_many_answered(autojump_clock: trio.testing.MockC
         net.open_member(Config(listen_port=3)) as c,
     ):
         assert await a.join(b.address, c.address, "127.0.0.1:4") == 2
-        await wait_until(converged([a, b, c]), within=5)
+        await wait_converged(a, b, c, timeout=5)
         assert {n.address for n in b.healthy_members()} == {a.address, b.address, c.address}
 
 
@@ -231,7 +231,7 @@ async def test_initial_hosts_that_start_later_are_retried(
         await trio.sleep(3)
         assert len(b.members()) == 1
         async with net.open_member(Config(listen_port=1)) as a:
-            await wait_until(converged([a, b]), within=40)
+            await wait_converged(a, b, timeout=40)
 
 
 async def test_a_lagging_subscriber_is_told_what_it_missed(
@@ -242,7 +242,7 @@ async def test_a_lagging_subscriber_is_told_what_it_missed(
         slow = seed.events(buffer=3)
         fast = seed.events()
         async with open_cluster(net, 10, first_port=2, join=address(1)) as others:
-            await wait_until(converged([seed, *others]), within=10)
+            await wait_converged(seed, *others, timeout=10)
         await trio.sleep(30)  # let every departure settle
         # At least ten joined and ten departed; the slow stream holds three.
         seen_fast = [fast._buffer.popleft() for _ in range(len(fast._buffer))]
@@ -271,7 +271,7 @@ async def test_leaving_open_member_leaves_no_task_running(
     net = SimNetwork(seed=13)
     before = trio.lowlevel.current_statistics().tasks_living
     async with open_cluster(net, 5) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         assert trio.lowlevel.current_statistics().tasks_living > before
     assert trio.lowlevel.current_statistics().tasks_living == before
 
@@ -281,7 +281,7 @@ async def test_closing_one_member_does_not_wait_for_the_others(
 ) -> None:
     net = SimNetwork(seed=14)
     async with open_cluster(net, 5) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         start = trio.current_time()
         async with net.open_member(Config(listen_port=50, initial_hosts=[address(1)])):
             await trio.sleep(1)
@@ -302,7 +302,7 @@ async def test_garbage_is_counted_and_the_member_carries_on(
 ) -> None:
     net = SimNetwork(seed=15)
     async with open_cluster(net, 3) as members:
-        await wait_until(converged(members), within=5)
+        await wait_converged(*members, timeout=5)
         m = members[0]
         m.receive_datagram(b"\x00garbage")
         m.receive_datagram(b"x" * 5000)
@@ -333,7 +333,7 @@ async def test_a_member_cancelled_from_outside_still_leaves(
 ) -> None:
     net = SimNetwork(seed=16)
     async with open_cluster(net, 4) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         with trio.move_on_after(2):
             async with net.open_member(Config(listen_port=60, initial_hosts=[address(1)])):
                 await trio.sleep_forever()
@@ -376,7 +376,7 @@ async def test_a_member_that_missed_a_newcomer_learns_it_from_its_pings(
         return Config(listen_port=port, initial_hosts=list(hosts), sync_interval_seconds=0)
 
     async with net.open_member(quiet(1)) as a, net.open_member(quiet(2, address(1))) as b:
-        await wait_until(converged([a, b]), within=5)
+        await wait_converged(a, b, timeout=5)
         net.partition([a.address], [b.address])
         async with net.open_member(quiet(3)) as c:
             assert await c.join(b.address) == 1  # join() makes no follow-up exchange

@@ -13,7 +13,7 @@ import trio.testing
 
 from trio_swim import Config, Member, MemberRemoved, Node, Status, StatusChanged
 from trio_swim.membership import MemberTable, Refused
-from trio_swim.testing import SimNetwork, seed_trio_scheduler
+from trio_swim.testing import SimNetwork, seed_trio_scheduler, wait_converged
 from trio_swim.wire import Codec, Message, Packet, Ping, Sync, Update, WireStatus
 
 from simcluster import Recorder, address, converged, open_cluster, status_seen, wait_until
@@ -120,7 +120,7 @@ async def test_dead_member_is_retried_with_backoff_then_removed(
         recorder = Recorder()
         await recorder.watch(nursery, [observer])
         async with open_cluster(net, 1, first_port=2, join=address(1), **settings) as (victim,):
-            await wait_until(converged([observer, victim]), within=5)
+            await wait_converged(observer, victim, timeout=5)
             net.crash(victim.address)
         await wait_until(lambda: record_of(observer, address(2)) is None, within=2000 * PERIOD)
         dead_at, _ = first_event(recorder, address(1), changed_to(address(2), Status.DEAD))
@@ -150,7 +150,7 @@ async def test_every_member_removes_a_crashed_one_after_its_retries(
     net = SimNetwork(seed=12)
     settings: dict[str, Any] = {"dead_retry_limit": 3, "dead_retry_max_periods": 2}
     async with open_cluster(net, 6, **settings) as members, trio.open_nursery() as nursery:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         recorder = Recorder()
         survivors = members[:5]
         await recorder.watch(nursery, survivors)
@@ -183,7 +183,7 @@ async def test_left_member_is_removed_after_left_removal_seconds_without_retries
         recorder = Recorder()
         await recorder.watch(nursery, [observer])
         async with open_cluster(net, 1, first_port=2, join=address(1), **settings) as (leaver,):
-            await wait_until(converged([observer, leaver]), within=5)
+            await wait_converged(observer, leaver, timeout=5)
         await wait_until(lambda: record_of(observer, address(2)) is None, within=30)
         left_at, _ = first_event(recorder, address(1), changed_to(address(2), Status.LEFT))
         removed_at, event = first_event(recorder, address(1), removed(address(2)))
@@ -229,7 +229,7 @@ async def test_removed_member_is_not_resurrected_by_stale_news(
         "sync_interval_seconds": 1.0,
     }
     async with open_cluster(net, 4, **settings) as members, trio.open_nursery() as nursery:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         victim = members[3].address
         net.crash(victim)
         survivors = members[:3]
@@ -287,7 +287,7 @@ async def test_cut_off_member_and_cluster_take_each_other_back(
         open_cluster(net, 5, **settings) as members,
         trio.open_nursery() as nursery,
     ):
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         cut, rest = members[4], members[:4]
         net.partition([cut.address], [m.address for m in rest])
 
@@ -328,7 +328,7 @@ async def test_dead_record_older_than_a_refutation_is_still_corrected(
         "dead_retry_limit": 64,
     }
     async with open_cluster(net, 3, **settings) as (one, two, three):
-        await wait_until(converged([one, two, three]), within=10)
+        await wait_converged(one, two, three, timeout=10)
         net.partition([one.address], [two.address, three.address])
 
         def split() -> bool:
@@ -401,7 +401,7 @@ async def test_restarted_member_rejoins_above_its_old_incarnation(
     async with open_cluster(net, 4, dead_retry_limit=limit, sync_interval_seconds=0) as survivors:
         async with net.open_member(restart, incarnation=50) as first_life:
             everyone = [*survivors, first_life]
-            await wait_until(converged(everyone), within=10)
+            await wait_converged(*everyone, timeout=10)
             net.crash(first_life.address)
         old = Node(address(5), Status.DEAD, 50)
         if forgotten:
@@ -447,7 +447,7 @@ async def test_a_refuted_rumour_in_a_state_exchange_is_answered(
 ) -> None:
     net = SimNetwork(seed=22)
     async with open_cluster(net, 2) as (a, b):
-        await wait_until(converged([a, b]), within=5)
+        await wait_converged(a, b, timeout=5)
         b.receive_datagram(
             Codec("trio-swim", 1400).encode(
                 a.address, [Update(b.address, WireStatus.SUSPECT, 0, a.address)]

@@ -34,7 +34,7 @@ from trio_swim.suspicion import (
     probe_health_delta,
     suspicion_timeout,
 )
-from trio_swim.testing import SimNetwork, seed_trio_scheduler
+from trio_swim.testing import SimNetwork, seed_trio_scheduler, wait_converged
 from trio_swim.transport import StreamCounters, StreamHandler, StreamLimits
 from trio_swim.wire import (
     Ack,
@@ -49,7 +49,7 @@ from trio_swim.wire import (
     WireStatus,
 )
 
-from simcluster import Recorder, converged, everyone_sees, open_cluster, wait_until
+from simcluster import Recorder, everyone_sees, open_cluster, wait_until
 
 PERIOD = 0.25
 
@@ -706,7 +706,7 @@ async def test_a_slow_member_does_not_get_healthy_ones_declared_dead(
     seed_trio_scheduler(61)
     net = SimNetwork(seed=61)
     async with open_cluster(net, 10, lifeguard=lifeguard) as members:
-        await wait_until(converged(members), within=30)
+        await wait_converged(*members, timeout=30)
         slow = members[3]
         healthy = {m.address for m in members} - {slow.address}
         recorder = Recorder()
@@ -742,7 +742,7 @@ async def test_a_crash_is_declared_by_everyone_long_before_the_maximum_timeout(
     seed_trio_scheduler(62)
     net = SimNetwork(seed=62)
     async with open_cluster(net, 20, lifeguard=lifeguard) as members:
-        await wait_until(converged(members), within=30)
+        await wait_converged(*members, timeout=30)
         victim = members[7].address
         net.crash(victim)
         took = await wait_until(everyone_sees(members, victim, Status.DEAD), within=60)

@@ -29,6 +29,7 @@ from trio_swim.status import (
     metrics_text,
     open_status_server,
 )
+from trio_swim.testing import wait_converged
 
 from simcluster import converged, wait_until
 
@@ -53,7 +54,7 @@ async def served(size: int = 2, **limits: Any) -> AsyncIterator[tuple[list[Membe
         for _ in range(1, size):
             cfg = fast(listen_port=0, initial_hosts=[first.address])
             members.append(await stack.enter_async_context(open_member(cfg)))
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         yield members, server
         nursery.cancel_scope.cancel()
 

@@ -32,9 +32,10 @@ import trio
 from trio_swim import Config, Member, Status, open_member
 from trio_swim.member import run_member
 from trio_swim.status import StatusServer, open_status_server
+from trio_swim.testing import wait_converged
 from trio_swim.transport import KillableTransport, open_udp_transport
 
-from simcluster import converged, everyone_sees, wait_until
+from simcluster import everyone_sees, wait_until
 
 CHROMIUM = next(
     (path for name in ("chromium", "chromium-browser") if (path := shutil.which(name))), None
@@ -199,7 +200,7 @@ async def cluster_with_a_victim() -> AsyncIterator[
             )
         )
         members = [first, second, victim]
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         yield members, server, victim_transport
 
 

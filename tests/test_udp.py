@@ -13,6 +13,7 @@ import trio
 
 from trio_swim import BroadcastReceived, Config, Member, Status, open_member
 from trio_swim.member import run_member
+from trio_swim.testing import wait_converged
 from trio_swim.transport import KillableTransport, open_udp_transport
 
 from simcluster import converged, everyone_sees, wait_until
@@ -46,7 +47,7 @@ async def test_port_zero_reports_the_bound_port() -> None:
 async def test_three_members_converge_broadcast_and_see_one_leave() -> None:
     async with udp_cluster(3) as members:
         a, b, c = members
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         stream_b, stream_c = b.events(), c.events()
         await a.broadcast(b"over udp")
 
@@ -62,7 +63,7 @@ async def test_three_members_converge_broadcast_and_see_one_leave() -> None:
                 assert (got.origin, got.payload) == (a.address, b"over udp")
 
         async with open_member(fast(listen_port=0, initial_hosts=[a.address])) as d:
-            await wait_until(converged([*members, d]), within=10)
+            await wait_converged(*members, d, timeout=10)
             gone = d.address
         await wait_until(everyone_sees(members, gone, Status.LEFT), within=10)
 
@@ -73,14 +74,14 @@ async def test_a_killed_member_is_declared_dead() -> None:
         cfg = fast(initial_hosts=[members[0].address])
         rng = random.Random(1)
         async with run_member(cfg, victim_transport, rng=rng, incarnation=1) as victim:
-            await wait_until(converged([*members, victim]), within=10)
+            await wait_converged(*members, victim, timeout=10)
             victim_transport.kill()
             await wait_until(everyone_sees(members, victim.address, Status.DEAD), within=20)
 
 
 async def test_garbage_datagrams_are_counted_not_fatal() -> None:
     async with udp_cluster(2) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         a = members[0]
         host, port = a.address.rsplit(":", 1)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
@@ -99,7 +100,7 @@ async def test_one_deeply_nested_datagram_does_not_kill_a_member() -> None:
     # used to raise RecursionError out of the receive loop and open_member.
     attack = b"\x94\x07\xa1x\xa91.2.3.4:5" + b"\x91" * 1300 + b"\xc0"
     async with udp_cluster(2) as members:
-        await wait_until(converged(members), within=10)
+        await wait_converged(*members, timeout=10)
         a = members[0]
         host, port = a.address.rsplit(":", 1)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as raw:
