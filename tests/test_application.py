@@ -458,3 +458,46 @@ async def test_stream_done_is_reported_for_every_reliable_message() -> None:
     failed = [e for e in iter(core.next_event, None) if isinstance(e, StreamDone)]
     assert sorted(e.token for e in failed) == sorted(tokens[:64])
     assert core.statistics().stream_failures == 64
+
+
+def test_an_introduction_alone_does_not_end_a_udp_join() -> None:
+    seed_address = "10.0.0.2:1"
+    core = Swim(Config(), "10.0.0.1:1", rng=random.Random(7), incarnation=1, now=0)
+    core.set_seeds([seed_address], 0.0)
+    core.tick(0.0)
+    while (request := core.next_stream()) is not None:
+        core.stream_reply(request.token, None, 0.0)  # no TCP: over UDP
+    first = [a for a, _ in iter(core.next_datagram, None)]
+    assert first == [seed_address]
+    codec = Codec("trio-swim", 1400)
+    me = Update(seed_address, WireStatus.ALIVE, 1, seed_address)
+    # The seed introduces itself; this member's ack of the ping is lost.
+    core.receive(codec.encode(seed_address, [Ping(99), Sync(True, [me])]), 0.01, seed_address)
+    assert not core.joined
+    answers = [a for a, _ in iter(core.next_datagram, None)]  # the ack, its own state
+    assert answers
+    assert set(answers) == {seed_address}
+    # So the join goes on: another attempt reaches the seed later.
+    now, again = 0.01, []
+    while now < 10 and not again:
+        now = core.next_deadline() or 10
+        core.tick(now)
+        while (request := core.next_stream()) is not None:
+            core.stream_reply(request.token, None, now)
+        again = [d for a, d in iter(core.next_datagram, None) if a == seed_address]
+    assert again
+    assert not [e for e in iter(core.next_event, None) if isinstance(e, Joined)]
+
+
+def test_after_a_failed_state_stream_the_next_exchanges_go_over_udp_for_a_while() -> None:
+    core = Swim(Config(), "10.0.0.1:1", rng=random.Random(8), incarnation=1, now=0)
+    core.join(["10.0.0.2:1"], 0.0)
+    request = core.next_stream()
+    assert request is not None
+    core.stream_reply(request.token, None, 0.5)  # timed out, say
+    assert core.next_datagram() is not None  # the fallback, over UDP
+    core.join(["10.0.0.2:1"], 30.0)
+    assert core.next_stream() is None
+    assert core.next_datagram() is not None
+    core.join(["10.0.0.2:1"], 61.0)  # a minute later TCP is tried again
+    assert core.next_stream() is not None

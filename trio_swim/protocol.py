@@ -133,6 +133,9 @@ INCARNATION_JUMP: Final = 2**40
 # state exchange goes over UDP, a fallback probe is skipped and a reliable
 # message fails at once.
 MAX_OPEN_STREAMS: Final = 64
+# After a state exchange over TCP failed, state goes to that member over UDP
+# for this long.
+STREAMLESS_SECONDS: Final = 60.0
 # The periodic state exchange is this many members' worth of work per
 # interval; above it the interval grows with log2 n, so that what each member
 # sends and receives for it stays flat.
@@ -561,6 +564,10 @@ class Swim:
         self._sync_replies = _OncePerInterval(config.max_members)
         self._introductions = _OncePerInterval(config.max_members)
         self._dead_notices = _OncePerInterval(config.max_members)
+        # Members a state exchange over TCP failed with lately: the next ones
+        # go over UDP at once (a firewall that drops TCP would else cost a
+        # whole stream timeout each time).
+        self._no_streams = _OncePerInterval(config.max_members)
         # Senders not in the table, and when they were first heard from.
         self._unknown_since: dict[str, float] = {}
         self._checked: set[str] = set()
@@ -1019,6 +1026,7 @@ class Swim:
                 probe.acked = True
                 self._conclude_probe(probe, now)
         elif stream.kind == _Stream.STATE and packet is None:
+            self._no_streams.allow(stream.target, now, STREAMLESS_SECONDS)
             if self._leave_seq is None:
                 self._send_state(stream.target, want_reply=True, stream=False)
         elif stream.kind == _Stream.MESSAGE:
@@ -1176,7 +1184,12 @@ class Swim:
         if receiver is not None and receiver.status is not Status.ALIVE:
             # Room for what we believe of the receiver (see _compose_packet).
             datagram -= self._codec.message_size(self._update_message(receiver, self.address))
-        if want_reply and stream is not False and not self._in_stream:
+        if (
+            want_reply
+            and stream is not False
+            and not self._in_stream
+            and not self._no_streams.recent(address, self._now, STREAMLESS_SECONDS)
+        ):
             budget = self.config.max_stream_bytes - self._envelope - _STREAM_SLACK
             records, used = self._state_records(budget)
             timeout = self.config.stream_timeout_millis / 1000
@@ -1337,11 +1350,16 @@ class Swim:
         finally:
             self._in_state_exchange = False
         self._events.append(SyncAnswered(sender))
-        if not self._exchanged:
-            self._exchanged = True
-            self._events.append(Joined(sender, len(self._table)))
-        if not self._joined and sender in self._seeds:
-            self._on_joined(now)
+        # An introduction (the sender's own record, asking for ours) is not
+        # its state yet: the state follows once we ack its ping, and if that
+        # ack is lost the join must go on trying.
+        introduction = message.want_reply and all(u.address == sender for u in message.members)
+        if not introduction:
+            if not self._exchanged:
+                self._exchanged = True
+                self._events.append(Joined(sender, len(self._table)))
+            if not self._joined and sender in self._seeds:
+                self._on_joined(now)
         if message.want_reply:
             self._answer_state_request(sender, now)
 
