@@ -478,7 +478,7 @@ def test_an_introduction_alone_does_not_end_a_udp_join() -> None:
     assert answers
     assert set(answers) == {seed_address}
     # So the join goes on: another attempt reaches the seed later.
-    now, again = 0.01, []
+    now, again = 0.01, list[bytes]()
     while now < 10 and not again:
         now = core.next_deadline() or 10
         core.tick(now)
