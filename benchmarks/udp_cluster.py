@@ -22,8 +22,9 @@ Per loss level (``--loss``, 0 / 10 / 20% by default) and implementation:
    periodic full-state exchange within about 30 s of starting, memberlist
    not before 30 s), then turn the loss on: an iptables rule drops
    each incoming UDP datagram with that probability, at every receiver;
-   TCP is never touched (memberlist's fallback ping and push-pull use TCP,
-   and so will trio_swim's fallback probe once it has one);
+   TCP is never touched: memberlist's fallback ping and push-pull use TCP,
+   and so do trio_swim's fallback probe and state exchange (since 5bda36c),
+   each on the same port number as its UDP socket;
 3. for ``--window`` seconds (120) count every DEAD event any member prints
    (nobody was killed: each one is false), the SUSPECT events, and the
    suspicion episodes (per subject, the stretches of time during which at
@@ -65,8 +66,8 @@ same size and window, are kept and marked "(kept)", each with its own date
 and commit: ``--implementation trio_swim`` re-measures one side and still
 prints the ratios against the other.
 
-    python benchmarks/udp_cluster.py                 # 3 levels x 2, about 16 min
-    python benchmarks/udp_cluster.py --quick         # 0 and 20%, 20 s windows, about 4 min
+    python benchmarks/udp_cluster.py                 # 3 levels x 2, about 17 min
+    python benchmarks/udp_cluster.py --quick         # 0 and 20%, 20 s windows, about 3 min
 
 Progress goes to stderr, the tables to stdout, everything to
 ``udp_cluster.json`` beside this file.
@@ -117,9 +118,9 @@ FORM_LIMIT = 60.0
 STOP_LIMIT = 10.0
 """Seconds members get to leave on SIGTERM before they are killed."""
 POLL = 0.005
+"""Seconds between two looks at /proc while a member starts."""
 KILL_PAUSE = 2.0
 """Seconds between one kill seen everywhere and the next kill."""
-"""Seconds between two looks at /proc while a member starts."""
 MAX_MEMBERS = 100
 MAX_EVENTS = 2_000_000
 """Status events kept per run; more are counted and dropped."""

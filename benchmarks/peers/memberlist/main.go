@@ -266,6 +266,7 @@ func main() {
 	probeTimeout := flag.Duration("probe-timeout", 100*time.Millisecond, "ProbeTimeout (DefaultLANConfig: 500ms)")
 	leaveTimeout := flag.Duration("leave-timeout", 500*time.Millisecond, "how long leaving waits for the broadcast")
 	debug := flag.Bool("debug-log", false, "also print memberlist's [DEBUG] log lines")
+	noReport := flag.Bool("no-report", false, "print no events (to measure what reporting them costs)")
 	flag.Parse()
 
 	logger := log.New(quietWriter{os.Stderr, *debug}, "", log.LstdFlags|log.Lmicroseconds)
@@ -284,11 +285,13 @@ func main() {
 		printed: map[string]nodeView{},
 		out:     bufio.NewWriter(os.Stdout),
 	}
-	metricsConfig := metrics.DefaultConfig("")
-	metricsConfig.EnableHostname = false
-	metricsConfig.EnableRuntimeMetrics = false
-	if _, err := metrics.NewGlobal(metricsConfig, sink{r}); err != nil {
-		logger.Fatalf("metrics: %v", err)
+	if !*noReport {
+		metricsConfig := metrics.DefaultConfig("")
+		metricsConfig.EnableHostname = false
+		metricsConfig.EnableRuntimeMetrics = false
+		if _, err := metrics.NewGlobal(metricsConfig, sink{r}); err != nil {
+			logger.Fatalf("metrics: %v", err)
+		}
 	}
 
 	config := memberlist.DefaultLANConfig()
@@ -297,7 +300,9 @@ func main() {
 	config.AdvertiseAddr, config.AdvertisePort = host, port
 	config.ProbeInterval = *probeInterval
 	config.ProbeTimeout = *probeTimeout
-	config.Events = events{r}
+	if !*noReport {
+		config.Events = events{r}
+	}
 	config.Logger = logger
 
 	m, err := memberlist.Create(config)
@@ -307,8 +312,10 @@ func main() {
 	if r.table, err = openTable(m); err != nil {
 		logger.Fatalf("this driver reads memberlist 0.2.x internals: %v", err)
 	}
-	go r.run()
-	r.poke()
+	if !*noReport {
+		go r.run()
+		r.poke()
+	}
 	logger.Printf("listening on %s (probe interval %v, probe timeout %v)", *listen, *probeInterval, *probeTimeout)
 
 	signals := make(chan os.Signal, 1)
