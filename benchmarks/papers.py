@@ -972,6 +972,16 @@ def _fmt(value: Any, digits: int = 2) -> str:
     return str(value)
 
 
+def news_bytes(row: dict[str, Any], phase: str, part: str, count: str) -> float:
+    """Bytes each member sent per event (broadcast, crash) of ``phase`` beyond
+    what it sends at rest (nan if the row lacks a figure)."""
+    busy, rest, events = row.get(phase), row.get("rest"), row.get(part, {}).get(count)
+    if not busy or not rest or not events:
+        return math.nan
+    extra = busy["bytes_per_member_period"] - rest["bytes_per_member_period"]
+    return float(extra * busy["periods"] / events)
+
+
 def _ratio(a: float, b: float) -> str:
     if math.isnan(a) or math.isnan(b) or b == 0:
         return "-"
@@ -1024,10 +1034,12 @@ def tables(document: dict[str, Any]) -> str:
     rested = [r for r in rows if "rest" in r]
     if rested:
         lines += [
-            "Load per member per period (datagrams sent / bytes sent)",
+            "Load per member per period (datagrams sent / bytes sent), and the bytes "
+            "each member sent per broadcast and per crash beyond the load at rest",
             "",
-            "| n | at rest | broadcasting | detecting crashes | build wall s | RSS MiB |",
-            "|---:|---:|---:|---:|---:|---:|",
+            "| n | at rest | broadcasting | detecting crashes | bytes / broadcast "
+            "| bytes / crash | build wall s | RSS MiB |",
+            "|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for r in rested:
             cells = []
@@ -1039,9 +1051,11 @@ def tables(document: dict[str, Any]) -> str:
                     else f"{t['datagrams_per_member_period']:.2f} / "
                     f"{t['bytes_per_member_period']:.0f}"
                 )
+            per_broadcast = news_bytes(r, "broadcasting", "dissemination", "broadcasts")
+            per_crash = news_bytes(r, "detecting", "detection", "crashes")
             lines.append(
-                f"| {r['members']} | {' | '.join(cells)} | {r['build_wall_seconds']} "
-                f"| {r['rss_mib']} |"
+                f"| {r['members']} | {' | '.join(cells)} | {_fmt(per_broadcast, 0)} "
+                f"| {_fmt(per_crash, 0)} | {r['build_wall_seconds']} | {r['rss_mib']} |"
             )
         lines.append("")
     runs = document.get("lifeguard", {}).get("runs", [])

@@ -203,17 +203,35 @@ def plot_dissemination(plt: Any, papers: dict[str, Any]) -> bool:
     return True
 
 
+def news_bytes(row: dict[str, Any], phase: str, part: str, count: str) -> float:
+    """Bytes each member sent per event (broadcast, crash) of ``phase``, beyond
+    what it sends at rest; nan if the row lacks a figure."""
+    busy, rest = row.get(phase), row.get("rest")
+    events = number((row.get(part) or {}).get(count))
+    if not isinstance(busy, dict) or not isinstance(rest, dict) or not events > 0:
+        return math.nan
+    extra = number(busy.get("bytes_per_member_period")) - number(
+        rest.get("bytes_per_member_period")
+    )
+    return extra * number(busy.get("periods")) / events
+
+
+def retransmit_limit(members: int, mult: int = 4) -> int:
+    """How often each member sends each piece of news: mult x ceil(log10(n + 1))."""
+    return mult * max(1, math.ceil(math.log10(members + 1)))
+
+
 def plot_load(plt: Any, papers: dict[str, Any]) -> bool:
-    """Datagrams and bytes per member per period against n, per phase."""
+    """Per member: datagrams and bytes per period, and bytes per piece of news."""
     rows = [r for r in papers.get("clusters", []) if isinstance(r.get("rest"), dict)]
     if not rows:
         print("skipped load: papers.json has no load rows", file=sys.stderr)
         return False
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
+    figure, (left, middle, right) = plt.subplots(1, 3, figsize=(14, 4.2))
     phases = (
         ("rest", "at rest"),
         ("broadcasting", "broadcasts spreading"),
-        ("detecting", "crashes being detected"),
+        ("detecting", "crashes detected (n/128 down at a time)"),
     )
     for key, label in phases:
         chosen = [r for r in rows if isinstance(r.get(key), dict)]
@@ -226,22 +244,42 @@ def plot_load(plt: Any, papers: dict[str, Any]) -> bool:
             "o-",
             label=label,
         )
+        if key != "detecting":  # its crash rate grows with n: see the right panel
+            middle.plot(
+                sizes,
+                [number(r[key].get("bytes_per_member_period")) for r in chosen],
+                "o-",
+                label=label,
+            )
+    sizes = [r["members"] for r in rows]
+    broadcast = [news_bytes(r, "broadcasting", "dissemination", "broadcasts") for r in rows]
+    crash = [news_bytes(r, "detecting", "detection", "crashes") for r in rows]
+    right.plot(sizes, broadcast, "o-", color="C1", label="per broadcast (64-byte payload)")
+    right.plot(sizes, crash, "o-", color="C2", label="per crash (suspicion, restart)")
+    known = [(n, b) for n, b in zip(sizes, broadcast, strict=True) if not math.isnan(b)]
+    if known:
+        # Each member sends each broadcast retransmit-limit times: the cost of
+        # one send, from the smallest cluster, times the limit at each size.
+        once = known[0][1] / retransmit_limit(known[0][0])
         right.plot(
             sizes,
-            [number(r[key].get("bytes_per_member_period")) for r in chosen],
-            "o-",
-            label=label,
+            [once * retransmit_limit(n) for n in sizes],
+            "--",
+            color=MODEL_COLOUR,
+            label=f"{once:.0f} B x retransmit limit 4·⌈log10(n+1)⌉",
         )
-    sizes = [r["members"] for r in rows]
-    for axes, what in ((left, "datagrams sent"), (right, "bytes sent")):
+    for axes in (left, middle, right):
         axes.set_xscale("log", base=2)
         axes.set_xticks(sizes, [str(s) for s in sizes])
         axes.set_ylim(bottom=0)
         axes.set_xlabel("members (log scale)")
-        axes.set_ylabel(f"{what} per member per period")
-        axes.legend(fontsize=8)
+        axes.legend(fontsize=7)
+    left.set_ylabel("datagrams sent per member per period")
+    middle.set_ylabel("bytes sent per member per period")
+    right.set_ylabel("bytes each member sent, beyond the load at rest")
     left.set_title("Load per member: datagrams")
-    right.set_title("Load per member: bytes")
+    middle.set_title("Load per member: bytes")
+    right.set_title("Cost of one piece of news, per member")
     figure.text(0.99, 0.01, caption(papers), ha="right", fontsize=7, color=MODEL_COLOUR)
     save(plt, figure, "load")
     return True
@@ -305,7 +343,7 @@ def plot_lifeguard(plt: Any, papers: dict[str, Any]) -> bool:
     left.set_title("False positives: Lifeguard vs plain SWIM")
     left.legend(fontsize=8)
     right.set_xticks(positions, levels)
-    right.set_ylim(bottom=0)
+    right.set_ylim(0, right.get_ylim()[1] * 1.1)
     right.set_xlabel("fault level")
     right.set_ylabel("seconds from a real crash")
     right.set_title("Detection of real crashes")
@@ -391,19 +429,33 @@ def plot_udp_cluster(plt: Any, document: dict[str, Any]) -> bool:
             values = [number(by_key.get((implementation, loss), {}).get(key)) for loss in losses]
             # Only measured figures get a bar: a missing one is no zero.
             shown = [(p, v) for p, v in zip(positions, values, strict=True) if not math.isnan(v)]
-            axes.bar(
+            bars = axes.bar(
                 [p - 0.4 + width * (i + 0.5) for p, _ in shown],
                 [v for _, v in shown],
                 width=width,
                 label=implementation,
                 color=f"C{i}",
             )
+            for bar, (_, value) in zip(bars, shown, strict=True):
+                axes.annotate(
+                    f"{value:.3g}",
+                    (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                )
+        top = axes.get_ylim()[1]
+        axes.set_ylim(0, max(1.0, top * 1.12))
         axes.set_xticks(positions, [f"{loss:.0%}" for loss in losses])
         axes.set_xlabel("UDP loss")
         axes.set_title(label, fontsize=9)
     axes_row[0][0].legend(fontsize=8)
     members = document.get("members", "?")
     figure.suptitle(f"{members} real processes on 127.0.0.1 (udp_cluster.py)", fontsize=10)
+    code = document.get("trio_swim_code")
+    if isinstance(code, dict) and code.get("commit"):
+        label = f"trio_swim {str(code['commit'])[:10]}"
+        figure.text(0.99, 0.01, label, ha="right", fontsize=7, color=MODEL_COLOUR)
     save(plt, figure, "udp_cluster")
     return True
 
