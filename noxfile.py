@@ -42,6 +42,7 @@ QUICK_BENCHMARKS = {
     "codec.py": ["--quick"],
     "heal.py": ["--sizes", "20", "100"],
     "receive_path.py": ["--seconds", "1", "--variant", "plain"],
+    "join_state.py": ["--quick"],
     "papers.py": ["--quick"],
 }
 FULL_ARGUMENTS = {"codec.py": ["--full"], "papers.py": ["--full"]}
