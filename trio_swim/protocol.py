@@ -584,6 +584,7 @@ class Swim:
         self._carries_own_record = False
         self._sender_verified = False
         self._in_state_exchange = False
+        self._exchange_sender = ""
         # The ping each introduced stranger must answer before it gets the
         # state: it proves the stranger receives at the address it claims.
         self._cookies: dict[str, int] = {}
@@ -1129,7 +1130,11 @@ class Swim:
         # News learned in a state exchange is likely known around already (the
         # sender had it, and states travel widely): it is spread half as often,
         # behind news that is fresh, such as a newcomer's arrival.
-        stale = self._in_state_exchange and update.address != self.address
+        # The sender's own record is first-hand news (a joiner's arrival).
+        stale = self._in_state_exchange and update.address not in (
+            self.address,
+            self._exchange_sender,
+        )
         sent = self._retransmit_limit // 2 if stale else 0
         self._updates.put(update.address, update, self._codec.message_size(update), sent=sent)
         self._arm_gossip()
@@ -1345,6 +1350,7 @@ class Swim:
 
     def _on_sync(self, sender: str, message: Sync, now: float) -> None:
         self._in_state_exchange = True
+        self._exchange_sender = sender
         try:
             self._merge_state(sender, message, now)
         finally:
