@@ -400,7 +400,10 @@ UDP_FIGURES = (
 
 def plot_udp_cluster(plt: Any, document: dict[str, Any]) -> bool:
     """trio_swim and memberlist side by side per loss level, one panel per figure."""
-    levels = [lv for lv in document.get("levels", []) if isinstance(lv, dict)]
+    # Rows measured with TCP lossy too are another experiment: left out.
+    levels = [
+        lv for lv in document.get("levels", []) if isinstance(lv, dict) and not lv.get("tcp_loss")
+    ]
     implementations = list(
         dict.fromkeys(str(lv.get("implementation")) for lv in levels if lv.get("implementation"))
     )
