@@ -131,10 +131,18 @@ class Prober:
         self.address = f"{HOST}:{self.sock.getsockname()[1]}"
         self._to = {t: (t.rsplit(":", 1)[0], int(t.rsplit(":", 1)[1])) for t in targets}
 
-    def round_trip(self, messages: list[Message], *, sealed: bool, to: list[str]) -> Replies:
-        """Send ``messages`` to each of ``to`` and collect the answers for a while."""
+    def round_trip(
+        self,
+        messages: list[Message],
+        *,
+        sealed: bool,
+        to: list[str],
+        extra: dict[str, list[Message]] | None = None,
+    ) -> Replies:
+        """Send ``messages`` (and ``extra[target]`` first) to each of ``to`` and
+        collect the answers for a while."""
         for target in to:
-            data = self.codec.encode(self.address, messages)
+            data = self.codec.encode(self.address, [*(extra or {}).get(target, []), *messages])
             if sealed:
                 assert self.ring is not None
                 data = self.ring.seal(data, self.ad)
@@ -171,11 +179,12 @@ class Prober:
     def membership(self) -> dict[str, Any]:
         """Whom each member holds ALIVE, by a state exchange that joins the probe.
 
-        A member answers a stranger's first state request with its own record
-        only; the probe's own ALIVE record in the request makes it a member,
-        and the next request gets the whole table. So: ask up to four times,
-        until each member's answer lists more than itself. The probe is then
-        a member, soon a dead one: only ask once nothing is measured any more.
+        A member answers a stranger's first state request with an
+        introduction only (its own record and a ping); the probe acks the ping
+        in its next request, which proves its address and gets the whole
+        table. So: ask up to four times, acking every ping heard, until each
+        member's answer lists more than itself. The probe is then a member,
+        soon a dead one: only ask once nothing is measured any more.
         """
         incarnation = time.time_ns() // 1_000_000
         me = Update(self.address, WireStatus.ALIVE, incarnation, self.address)
@@ -184,12 +193,17 @@ class Prober:
         sealed = self.ring is not None
         exchange = "sealed" if sealed else "plaintext"
         pending = list(self.targets)
+        acks: dict[str, list[Message]] = {}
         for attempt in range(4):
-            replies = self.round_trip(request, sealed=sealed, to=pending)
+            replies = self.round_trip(request, sealed=sealed, to=pending, extra=acks)
             if sealed and attempt == 0 and not any(replies.values()):
                 # Members that cannot open sealed packets: see their state in plaintext.
                 sealed, exchange = False, "plaintext (nothing answered the sealed one)"
-                replies = self.round_trip(request, sealed=False, to=pending)
+                replies = self.round_trip(request, sealed=False, to=pending, extra=acks)
+            acks = {
+                target: [Ack(m.seq) for _, p in answers for m in p.messages if isinstance(m, Ping)]
+                for target, answers in replies.items()
+            }
             for target, answers in replies.items():
                 seen[target] |= {
                     u.address
