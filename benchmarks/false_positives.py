@@ -53,6 +53,8 @@ import trio.testing
 from trio_swim import Config, Member, Status, StatusChanged
 from trio_swim.testing import SimNetwork, seed_trio_scheduler
 
+from _common import count_verdicts, quantile
+
 HOST = "127.0.0.1"
 FIRST_PORT = 10_000
 WARMUP = 15.0
@@ -128,15 +130,6 @@ class Outcome:
     def detection(self, q: float) -> float:
         """The ``q`` quantile of detection times (nan without any)."""
         return quantile(self.detections, q)
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (nan for no values)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q * len(ordered)))
-    return ordered[rank - 1]
 
 
 @dataclass(frozen=True)
@@ -261,25 +254,12 @@ def summarise(
     """Turn the event log into counts and detection times."""
     out = Outcome(scenario.name, variant, max_local_health=health)
     slow = set(plan.slow)
-    verdicts: set[tuple[str, int]] = set()
-    first_dead: dict[tuple[str, str], float] = {}
-    for at, observer, subject, status, incarnation in log:
-        if observer in crashed_at and at >= crashed_at[observer]:
-            continue  # a crashed member hears nothing and blames everyone
-        victim_since = crashed_at.get(subject)
-        if victim_since is not None and at >= victim_since:
-            if status is Status.DEAD:
-                first_dead.setdefault((observer, subject), at - victim_since)
-            continue
-        if status is Status.DEAD:
-            if subject in slow:
-                out.false_dead_slow += 1
-            else:
-                out.false_dead_healthy += 1
-                verdicts.add((subject, incarnation))
-        elif status is Status.SUSPECT and subject not in slow:
-            out.false_suspect_healthy += 1
-    out.false_verdicts_healthy = len(verdicts)
+    counted = count_verdicts(log, crashed_at, slow)
+    out.false_dead_slow = counted.false_dead_slow
+    out.false_dead_healthy = counted.false_dead_healthy
+    out.false_suspect_healthy = counted.false_suspect_healthy
+    out.false_verdicts_healthy = counted.false_verdicts_healthy
+    first_dead = counted.dead_after
     survivors = [a for a in addresses if a not in crashed_at]
     for victim in crashed_at:
         for observer in survivors:

@@ -40,14 +40,12 @@ from pathlib import Path
 
 import trio
 
-from _common import Namespace
+from _common import Namespace, stop_processes
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 JOIN_LIMIT = 60.0
 """Seconds the members get to find each other before a level is abandoned."""
-STOP_LIMIT = 10.0
-"""Seconds members get to leave on SIGTERM before they are killed."""
 
 VARIANTS: dict[str, dict[str, str]] = {
     "lifeguard": {"SWIM_LIFEGUARD": "true"},
@@ -164,18 +162,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """SIGTERM everyone (they leave), then SIGKILL whoever is still there."""
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_LIMIT):
-            for process in self.processes.values():
-                await process.wait()
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.kill()
-        with trio.CancelScope(shield=True), trio.move_on_after(STOP_LIMIT):
-            for process in self.processes.values():
-                await process.wait()
+        await stop_processes(self.processes.values())
 
 
 async def watch_convergence(cluster: Cluster) -> None:

@@ -88,7 +88,7 @@ from trio_swim.events import MemberEvent
 from trio_swim.testing import SimMember, Simulation
 from trio_swim.wire import Codec, Ping
 
-from _common import REPO, code_state, log, machine
+from _common import REPO, code_state, count_verdicts, log, machine, quantile
 
 HOST = "127.0.0.1"
 FIRST_PORT = 10_000
@@ -176,14 +176,6 @@ def config_fields(settings: dict[str, Any]) -> dict[str, Any]:
     """``settings`` without the names this version of Config lacks."""
     known = set(Config.__struct_fields__)
     return {k: v for k, v in settings.items() if k in known}
-
-
-def quantile(values: Iterable[float], q: float) -> float:
-    """Nearest-rank quantile (nan for no values)."""
-    ordered = sorted(values)
-    if not ordered:
-        return math.nan
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
 def mean(values: Iterable[float]) -> float:
@@ -846,25 +838,12 @@ def summarise_lifeguard(
     """Count the false verdicts and the detection times of one run."""
     out = LifeguardOutcome(plan.name, variant, len(plan.slow), plan.loss)
     slow = set(plan.slow)
-    verdicts: set[tuple[str, int]] = set()
-    dead_at: dict[tuple[str, str], float] = {}
-    for at, observer, subject, status, incarnation in log_rows:
-        if observer in crashed_at and at >= crashed_at[observer]:
-            continue  # a crashed member hears nothing and blames everyone
-        since = crashed_at.get(subject)
-        if since is not None and at >= since:
-            if status is Status.DEAD:
-                dead_at.setdefault((observer, subject), at - since)
-            continue
-        if status is Status.DEAD:
-            if subject in slow:
-                out.false_dead_slow += 1
-            else:
-                out.false_dead_healthy += 1
-                verdicts.add((subject, incarnation))
-        elif status is Status.SUSPECT and subject not in slow:
-            out.false_suspect_healthy += 1
-    out.false_verdicts_healthy = len(verdicts)
+    counted = count_verdicts(log_rows, crashed_at, slow)
+    out.false_dead_slow = counted.false_dead_slow
+    out.false_dead_healthy = counted.false_dead_healthy
+    out.false_suspect_healthy = counted.false_suspect_healthy
+    out.false_verdicts_healthy = counted.false_verdicts_healthy
+    dead_at = counted.dead_after
     for victim in crashed_at:
         # The members running at the end (a later victim may not have
         # heard of this crash before its own).

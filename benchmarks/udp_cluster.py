@@ -96,7 +96,18 @@ from typing import Any
 
 import trio
 
-from _common import COMMAND_LIMIT, REPO, Namespace, code_state, log, machine, run_command
+from _common import (
+    COMMAND_LIMIT,
+    REPO,
+    Namespace,
+    code_state,
+    finite,
+    log,
+    machine,
+    quantile,
+    run_command,
+    stop_processes,
+)
 
 HOST = "127.0.0.1"
 HEARTBEAT_MS = 250
@@ -115,8 +126,6 @@ BIND_LIMIT = 20.0
 """Seconds a started member gets to bind its UDP port."""
 FORM_LIMIT = 60.0
 """Seconds after the last bind for the cluster to converge."""
-STOP_LIMIT = 10.0
-"""Seconds members get to leave on SIGTERM before they are killed."""
 POLL = 0.005
 """Seconds between two looks at /proc while a member starts."""
 KILL_PAUSE = 2.0
@@ -129,25 +138,6 @@ LINE_LIMIT = 65_536
 IP_UDP_HEADERS = 20 + 8
 """What iptables counts per IPv4 datagram besides its payload."""
 QUICK = {"loss": [0.0, 0.2], "window": 20.0, "settle": 5.0}
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN replaced by None (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
-
-
-def quantile(values: list[float], q: float) -> float:
-    """Nearest-rank quantile (nan of nothing)."""
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
 # ------------------------------------------------------------ /proc and iptables
@@ -451,18 +441,7 @@ class Cluster:
 
     async def stop(self) -> None:
         """SIGTERM everyone (they leave), then SIGKILL whoever is still there."""
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.send_signal(signal.SIGTERM)
-        with trio.move_on_after(STOP_LIMIT):
-            for process in self.processes.values():
-                await process.wait()
-        for process in self.processes.values():
-            if process.returncode is None:
-                process.kill()
-        with trio.CancelScope(shield=True), trio.move_on_after(STOP_LIMIT):
-            for process in self.processes.values():
-                await process.wait()
+        await stop_processes(self.processes.values())
 
 
 def member_argv(

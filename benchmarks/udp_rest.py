@@ -66,32 +66,19 @@ from trio_swim.wire import (
     WireStatus,
 )
 
-from _common import COMMAND_LIMIT, Namespace, code_state, log, machine
+from _common import COMMAND_LIMIT, STOP_LIMIT, Namespace, code_state, finite, log, machine
 
 HOST = "127.0.0.1"
 REPO = Path(__file__).resolve().parent.parent
 CLUSTER = "trio-swim"
 MAX_PACKET = 1400
 VARIANTS = ("plain", "keyed")
-STOP_LIMIT = 10.0
-"""Seconds members get to leave on SIGTERM before they are killed."""
 PROBE_WAIT = 1.5
 """Seconds the probe waits for answers to each of its rounds."""
 MAX_MEMBERS = 100
 IP_UDP_ETH_HEADERS = 14 + 20 + 8
 """What the loopback counts per IPv4 datagram besides its payload."""
 BARE = "import sys, trio, msgspec; sys.stdin.read()"
-
-
-def finite(value: Any) -> Any:
-    """``value`` with every NaN replaced by None (JSON has no NaN)."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: finite(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [finite(v) for v in value]
-    return value
 
 
 # ------------------------------------------------------------ the probe
