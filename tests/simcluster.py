@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
@@ -85,3 +86,15 @@ async def watched_cluster(
         await recorder.watch(nursery, members)
         yield members, recorder
         nursery.cancel_scope.cancel()
+
+
+def has_ipv6_loopback() -> bool:
+    """True if this machine can bind ::1."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
+            probe.bind(("::1", 0))
+    except OSError:
+        return False
+    return True

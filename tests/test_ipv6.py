@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-import socket
 import subprocess
 import sys
 from typing import Any
@@ -14,21 +13,9 @@ import trio
 
 from trio_swim import BroadcastReceived, Config, Member, Status, StatusChanged, open_member
 
-from simcluster import status_seen, wait_until
+from simcluster import has_ipv6_loopback, status_seen, wait_until
 
-
-def _has_ipv6_loopback() -> bool:
-    if not socket.has_ipv6:
-        return False
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
-
-
-pytestmark = pytest.mark.skipif(not _has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
+pytestmark = pytest.mark.skipif(not has_ipv6_loopback(), reason="no IPv6 loopback (::1) here")
 
 FAST: dict[str, Any] = {
     "listen_ip": "::1",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import resource
-import socket
 import struct
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -25,7 +24,7 @@ from trio_swim.addresses import split_address
 from trio_swim.transport import MAX_STREAM_CONNECTIONS
 from trio_swim.wire import STREAM_MAGIC
 
-from simcluster import wait_until
+from simcluster import has_ipv6_loopback, wait_until
 
 
 def fast(ip: str, **settings: Any) -> Config:
@@ -37,15 +36,6 @@ def fast(ip: str, **settings: Any) -> Config:
         gossip_interval_millis=50,
         **settings,
     )
-
-
-def ipv6_available() -> bool:
-    try:
-        with socket.socket(socket.AF_INET6, socket.SOCK_DGRAM) as probe:
-            probe.bind(("::1", 0))
-    except OSError:
-        return False
-    return True
 
 
 @asynccontextmanager
@@ -81,7 +71,7 @@ async def next_message(member: Member, stream: AsyncIterator[object]) -> Message
 
 @pytest.mark.parametrize("ip", ["127.0.0.1", "::1"])
 async def test_send_and_send_reliable_between_two_real_members(ip: str) -> None:
-    if ip == "::1" and not ipv6_available():
+    if ip == "::1" and not has_ipv6_loopback():
         pytest.skip("no IPv6 loopback here")
     async with pair(ip, metadata=b"api=8080") as (a, b):
         events = b.events()
