@@ -536,6 +536,10 @@ class Swim:
         self._envelope = self._codec.envelope_size(address)
         if self._sealing:
             self._envelope += SEAL_OVERHEAD
+        # Room for a message and for what this member believes of the
+        # receiver, added when that is not ALIVE (see _compose_packet).
+        room = config.max_packet_bytes - self._envelope - RECORD_ROOM
+        self._max_message_bytes = 2 * room - self._codec.message_size(UserMessage(b"\0" * room))
         # Where the datagram being handled came from, and whether its sender
         # was a member before it (see receive()).
         self._reply_to = address
@@ -646,11 +650,7 @@ class Swim:
     @property
     def max_message_bytes(self) -> int:
         """The largest payload :meth:`send` takes: what fits in one datagram."""
-        # Room for the message and for what this member believes of the
-        # receiver, added when that is not ALIVE (see _compose_packet).
-        room = self.config.max_packet_bytes - self._envelope - RECORD_ROOM
-        overhead = self._codec.message_size(UserMessage(b"\0" * room)) - room
-        return room - overhead
+        return self._max_message_bytes
 
     @property
     def max_reliable_bytes(self) -> int:
